@@ -1,0 +1,34 @@
+# The two commands of the README: `make demo` and `make test`. Both set up .venv first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+BENCH_VENV ?= .venv-bench
+
+.PHONY: setup demo test bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	rm -f $(VENV)/.installed-*; touch $(STAMP)
+
+setup: $(STAMP)
+
+# The main job on the bundled sample crawl: the Prefect flow, ingest → ... → dedup.
+demo: setup
+	$(VENV)/bin/scratchlm run --crawl data/sample-crawl
+
+test: setup
+	$(PY) -m pytest
+
+# Benchmarks need datatrove and trafilatura as references; they conflict with our pins, so they
+# live in their own venv which the benchmark scripts call as a subprocess.
+$(BENCH_VENV)/.installed: benchmarks/requirements.txt
+	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check -r benchmarks/requirements.txt
+	touch $@
+
+bench: setup $(BENCH_VENV)/.installed
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf artifacts .pytest_cache

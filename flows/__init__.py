@@ -1,0 +1,1 @@
+"""Prefect wiring and the `scratchlm` CLI. Thin: it wires stages from `pipeline/`, it does not compute."""

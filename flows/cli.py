@@ -1,0 +1,113 @@
+"""The `scratchlm` command line. Options of `scratchlm stage NAME` come from the stage's config
+dataclass; the last line printed on stdout is always the output folder."""
+from __future__ import annotations
+
+import inspect
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from flows.options import build_config, dataclass_parameters, parse_assignments
+from pipeline.errors import StageError
+from pipeline.runner import RunOptions
+from pipeline.stages import STAGE_MODULES, get_stage
+
+app = typer.Typer(help="scratchlm: from a raw web crawl to an evaluated GPT.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+stage_app = typer.Typer(help="Run one stage on its own data (Parquet/JSONL with a `text` column, or WARC for ingest).",
+                        no_args_is_help=True)
+app.add_typer(stage_app, name="stage")
+
+
+def fail(message: str, code: int = 2):
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _stage_command(stage):
+    common = [
+        inspect.Parameter("input", inspect.Parameter.KEYWORD_ONLY, annotation=list[Path],
+                          default=typer.Option(..., "--input", "-i", help="Input files, folders, globs or artifact folders (several allowed after one --input).")),
+        inspect.Parameter("output", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
+                          default=typer.Option(None, "--output", "-o", help="Also place the finished artifact at this folder.")),
+        inspect.Parameter("store", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
+                          default=typer.Option(None, "--store", envvar="SCRATCHLM_STORE", help="Artifact store root [default: ./artifacts].")),
+    ]
+    if stage.kind == "global":
+        common.append(inspect.Parameter(
+            "against", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[list[Path]],
+            default=typer.Option(None, "--against", help="Earlier dedup artifact(s) whose saved index the input is deduplicated against.")))
+    run_params = dataclass_parameters(RunOptions, "Run options")
+    config_params = dataclass_parameters(stage.config_cls, f"{stage.name} knobs")
+
+    def command(**values):
+        from pipeline.runner import run_stage
+        from storage.store import ArtifactStore, export_artifact
+
+        config = build_config(stage.config_cls, values)
+        options = build_config(RunOptions, values)
+        against = values.get("against") or []
+        try:
+            result = run_stage(stage, values["input"], config, ArtifactStore(values["store"]), options,
+                               against=[str(a) for a in against])
+        except StageError as exc:
+            fail(str(exc))
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+        _print_summary(result)
+        path = result.path
+        if values["output"] is not None:
+            try:
+                path = export_artifact(result.path, values["output"])
+            except FileExistsError as exc:
+                fail(str(exc))
+        typer.echo(str(path))
+
+    command.__signature__ = inspect.Signature(common + run_params + config_params)
+    command.__doc__ = stage.description
+    return command
+
+
+def _print_summary(result) -> None:
+    stats = result.manifest["stats"]
+    state = "cached" if result.cached else "done"
+    line = f"{result.manifest['stage']} {state}: {stats['docs_in']} docs in, {stats['docs_out']} out"
+    if stats.get("dropped"):
+        line += "; dropped " + ", ".join(f"{k}={v}" for k, v in stats["dropped"].items())
+    if stats.get("faults"):
+        line += "; faults " + ", ".join(f"{k}={v}" for k, v in stats["faults"].items())
+    typer.echo(line, err=True)
+
+
+for _name in STAGE_MODULES:
+    _stage = get_stage(_name)
+    stage_app.command(name=_name, help=_stage.description)(_stage_command(_stage))
+
+
+def _expand_multi_value_options(argv: list[str], names=("--input", "-i", "--against")) -> list[str]:
+    """Accept `--input a b c` as well as `--input a --input b` (click takes one value per flag)."""
+    out: list[str] = []
+    current = None
+    for arg in argv:
+        if arg in names:
+            current = arg
+            out.append(arg)
+            continue
+        if current and not arg.startswith("-") and out[-1] != current:
+            out.extend([current, arg])
+            continue
+        if arg.startswith("-"):
+            current = None
+        out.append(arg)
+    return out
+
+
+def main() -> None:
+    sys.argv = [sys.argv[0]] + _expand_multi_value_options(sys.argv[1:])
+    app()
+
+
+if __name__ == "__main__":
+    main()

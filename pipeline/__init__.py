@@ -1,0 +1,1 @@
+"""Data stages as plain Python over Parquet folders. No Prefect import here."""

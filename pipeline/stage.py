@@ -1,0 +1,118 @@
+"""What a stage is.
+
+A *shard stage* maps each input file to one output file independently (ingest, extract, langid,
+quality): its step is a function from an iterator of documents to an iterator of documents, in
+the style of datatrove. Drops go through `ctx.drop(doc, reason)` so they are counted and can be
+sampled. Execution (processes, caching, manifests, progress) lives in `pipeline.runner`.
+
+A *global stage* (dedup) sees all its inputs at once and writes its artifact itself.
+"""
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import pyarrow as pa
+
+from pipeline.documents import DOCUMENT_SUFFIXES, read_documents
+
+Step = Callable[[Iterator[dict], Any, "ShardContext"], Iterator[dict]]
+
+
+class ShardContext:
+    """What a step may report while it runs on one input file."""
+
+    def __init__(self, source: Path, keep_rejects: int = 0, signal_columns: Sequence[str] = (), quiet: bool = False):
+        self.source = source
+        self.keep_rejects = keep_rejects
+        self.quiet = quiet
+        self.dropped: Counter = Counter()
+        self.faults: Counter = Counter()
+        self.skipped: Counter = Counter()
+        self.rejects: list[dict] = []
+        self.signal_columns = tuple(signal_columns)
+        self.signals: dict[str, list] = {c: [] for c in self.signal_columns}
+        self.extra: Counter = Counter()
+        self.position = 0  # bytes of the input consumed, for progress by size
+
+    def drop(self, doc: dict, reason: str) -> None:
+        self.dropped[reason] += 1
+        self.record_signals(doc)
+        if self.dropped[reason] <= self.keep_rejects:
+            self.rejects.append({"id": str(doc.get("id", "")), "reason": reason, "text": _preview(doc)})
+
+    def fault(self, reason: str, message: str) -> None:
+        """A part of the input could not be read: one line to stderr, counted by reason."""
+        self.faults[reason] += 1
+        if not self.quiet:
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    def skip(self, reason: str) -> None:
+        """Input that is not a document for this stage (e.g. a WARC request record): counted only."""
+        self.skipped[reason] += 1
+
+    def record_signals(self, doc: dict) -> None:
+        for column in self.signal_columns:
+            value = doc.get(column)
+            self.signals[column].append(float(value) if isinstance(value, (int, float)) else float("nan"))
+
+
+def _preview(doc: dict, limit: int = 2000) -> str:
+    text = doc.get("text")
+    if isinstance(text, str):
+        return text[:limit]
+    html = doc.get("html")
+    if isinstance(html, (bytes, bytearray)):
+        return bytes(html[:limit]).decode("utf-8", "replace")
+    return ""
+
+
+def read_document_shard(path: Path, config: Any, ctx: ShardContext) -> Iterator[dict]:
+    return read_documents(path, ctx.fault)
+
+
+@dataclass(frozen=True)
+class ShardStage:
+    name: str
+    version: str  # bump when the step's output changes for the same input and config
+    config_cls: type
+    step: Step
+    description: str
+    added_fields: tuple[pa.Field, ...] = ()
+    removed_columns: tuple[str, ...] = ()
+    read: Callable[[Path, Any, ShardContext], Iterator[dict]] = read_document_shard
+    input_suffixes: tuple[str, ...] = DOCUMENT_SUFFIXES
+    bytes_in_column: str = "text"
+    bytes_out_column: str = "text"
+    progress_by_bytes: bool = False  # WARC inputs: show progress over input size
+    # (column, name of the config field holding its threshold or None) for report histograms
+    signals: tuple[tuple[str, str | None], ...] = ()
+    kind: str = field(default="shard", init=False)
+
+    def output_schema(self, input_schema: pa.Schema | None) -> pa.Schema | None:
+        if input_schema is None and not self.removed_columns and not self.added_fields:
+            return None
+        fields = [] if input_schema is None else [
+            f for f in input_schema
+            if f.name not in self.removed_columns and f.name not in {a.name for a in self.added_fields}
+        ]
+        if input_schema is None and self.read is read_document_shard:
+            return None  # JSONL: inferred from the first batch
+        return pa.schema(fields + list(self.added_fields))
+
+
+@dataclass(frozen=True)
+class GlobalStage:
+    """A stage that needs every input at once. `run(files, config, out_dir, ctx) -> extra stats`
+    writes its data files into `out_dir` and returns (outputs, stats)."""
+
+    name: str
+    version: str
+    config_cls: type
+    run: Callable[..., dict]
+    description: str
+    input_suffixes: tuple[str, ...] = DOCUMENT_SUFFIXES
+    kind: str = field(default="global", init=False)

@@ -1,0 +1,55 @@
+"""Stage `ingest`: WARC files → Parquet of HTML pages (one output file per WARC)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+
+from pipeline.documents import WARC_SUFFIXES
+from pipeline.knobs import knob
+from pipeline.stage import ShardContext, ShardStage
+
+
+@dataclass
+class IngestConfig:
+    only_ok_status: bool = knob(True, "Keep only 2xx HTTP responses (redirects and error pages are skipped and counted).")
+
+
+def read_warc(path: Path, config: IngestConfig, ctx: ShardContext) -> Iterator[dict]:
+    from pipeline.warc_reader import iter_html_records
+
+    for record in iter_html_records(path, ctx.fault, on_skip=ctx.skip):
+        ctx.position = int(record["source"].rsplit(":", 1)[1])
+        if config.only_ok_status and not 200 <= record.get("http_status", 200) < 300:
+            ctx.skip(f"http_status_{record['http_status'] // 100}xx")
+            continue
+        yield record
+
+
+def keep_all(docs: Iterator[dict], config: IngestConfig, ctx: ShardContext) -> Iterator[dict]:
+    return docs
+
+
+STAGE = ShardStage(
+    name="ingest",
+    version="1",
+    config_cls=IngestConfig,
+    step=keep_all,
+    read=read_warc,
+    description="WARC (.warc, .warc.gz) → Parquet of HTML responses: id, url, warc_date, content_type, html, source.",
+    added_fields=(
+        pa.field("id", pa.string()),
+        pa.field("url", pa.string()),
+        pa.field("warc_date", pa.string()),
+        pa.field("content_type", pa.string()),
+        pa.field("http_status", pa.int16()),
+        pa.field("html", pa.binary()),
+        pa.field("source", pa.string()),
+    ),
+    input_suffixes=WARC_SUFFIXES,
+    bytes_in_column="html",
+    bytes_out_column="html",
+    progress_by_bytes=True,
+)
