@@ -13,7 +13,6 @@ from typing import Any
 from prefect import task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import CacheKeyFnPolicy
-from prefect.filesystems import LocalFileSystem
 from prefect.locking.filesystem import FileSystemLockManager
 
 from pipeline.documents import expand_inputs
@@ -66,7 +65,7 @@ def stage_task_for(stage_name: str, store_root: str):
     return stage_task.with_options(
         name=stage_name,
         cache_policy=policy,
-        result_storage=LocalFileSystem(basepath=str(results_folder(store_root))),
+        result_storage=results_folder(store_root),
     )
 
 
