@@ -1,0 +1,61 @@
+"""The Prefect flow against a real (temporary, SQLite) Prefect server."""
+import asyncio
+import dataclasses
+
+import pyarrow.parquet as pq
+import pytest
+
+from flows.pipeline_flow import data_pipeline
+from pipeline.stages.quality import QualityConfig
+
+
+def _states(flow_state):
+    """Task run name → state name for one flow run."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def fetch():
+        async with get_client() as client:
+            runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_state.state_details.flow_run_id])))
+            return {r.name.rsplit("-", 1)[0]: r.state.name for r in runs}
+
+    return asyncio.run(fetch())
+
+
+def _table_artifact(key):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async def fetch():
+        async with get_client() as client:
+            found = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+            return found
+
+    return asyncio.run(fetch())
+
+
+def test_second_run_is_cached_and_a_changed_threshold_reruns_only_downstream(prefect_server, tmp_path, sample_warcs):
+    store = str(tmp_path / "store")
+    first = data_pipeline(crawl=[str(w) for w in sample_warcs], store=store, return_state=True)
+    outputs = first.result()
+    assert set(outputs) == {"ingest", "extract", "langid", "quality", "dedup"}
+    assert set(_states(first).values()) == {"Completed"}
+    kept = sum(pq.read_metadata(p).num_rows for p in (tmp_path / "store" / "dedup").glob("*/part-*.parquet"))
+    assert kept > 0
+
+    second = data_pipeline(crawl=[str(w) for w in sample_warcs], store=store, return_state=True)
+    assert second.result() == outputs
+    assert set(_states(second).values()) == {"Cached"}
+
+    stricter = dataclasses.replace(QualityConfig(), min_words=outputs and 120)
+    third = data_pipeline(crawl=[str(w) for w in sample_warcs], store=store, quality=stricter, return_state=True)
+    states = _states(third)
+    assert states == {"ingest": "Cached", "extract": "Cached", "langid": "Cached",
+                      "quality": "Completed", "dedup": "Completed"}
+    assert third.result()["quality"] != outputs["quality"]
+
+    artifacts = _table_artifact("quality-stats")
+    assert artifacts, "each stage publishes a table artifact with its stats"
+    rows = artifacts[0].data
+    measures = {row["measure"] for row in rows} if isinstance(rows, list) else set()
+    assert {"documents in", "documents out"} <= measures
