@@ -65,27 +65,28 @@ def parquet_rows(path: Path) -> int | None:
     return None
 
 
-def read_documents(path: Path, on_bad: Callable[[str, str], None], batch_rows: int = READ_BATCH_ROWS) -> Iterator[dict]:
-    """Rows of a Parquet or JSONL file as dicts, with `text` guaranteed to be a str.
+def read_documents(path: Path, on_bad: Callable[[str, str], None], batch_rows: int = READ_BATCH_ROWS,
+                   require: str = "text") -> Iterator[dict]:
+    """Rows of a Parquet or JSONL file as dicts, with the `require`d column (`text`) present.
 
     A file that cannot be read at all raises ShardError; a bad JSONL line or a row whose text is
     not a string is reported through `on_bad(reason, message)` and skipped."""
     if has_suffix(path, (".parquet",)):
-        yield from _read_parquet(path, on_bad, batch_rows)
+        yield from _read_parquet(path, on_bad, batch_rows, require)
     elif has_suffix(path, (".jsonl", ".jsonl.gz", ".json")):
-        yield from _read_jsonl(path, on_bad)
+        yield from _read_jsonl(path, on_bad, require)
     else:
         raise ShardError("unsupported_file", f"{path.name}: not Parquet or JSONL (expected {', '.join(DOCUMENT_SUFFIXES)})")
 
 
-def _read_parquet(path: Path, on_bad, batch_rows: int) -> Iterator[dict]:
+def _read_parquet(path: Path, on_bad, batch_rows: int, require: str) -> Iterator[dict]:
     try:
         parquet = pq.ParquetFile(path)
     except Exception as exc:
         raise ShardError("unreadable_parquet", f"{path.name}: not a readable Parquet file ({_first_line(exc)})") from None
     names = parquet.schema_arrow.names
-    if "text" not in names:
-        raise ShardError("no_text_column", f"{path.name}: has no 'text' column (columns: {', '.join(names)})")
+    if require not in names:
+        raise ShardError(f"no_{require}_column", f"{path.name}: has no '{require}' column (columns: {', '.join(names)})")
     make_id = "id" not in names
     row = 0
     try:
@@ -94,13 +95,13 @@ def _read_parquet(path: Path, on_bad, batch_rows: int) -> Iterator[dict]:
                 if make_id:
                     doc["id"] = f"{path.stem}:{row}"
                 row += 1
-                if _text_ok(doc, path, row - 1, on_bad):
+                if _column_ok(doc, require, path, row - 1, on_bad):
                     yield doc
     except (OSError, pa.ArrowException) as exc:
         on_bad("unreadable_parquet", f"{path.name}: unreadable after row {row} ({_first_line(exc)})")
 
 
-def _read_jsonl(path: Path, on_bad) -> Iterator[dict]:
+def _read_jsonl(path: Path, on_bad, require: str) -> Iterator[dict]:
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
         with opener(path, "rb") as raw:
@@ -118,20 +119,22 @@ def _read_jsonl(path: Path, on_bad) -> Iterator[dict]:
                     continue
                 doc.setdefault("id", f"{path.stem}:{line_no - 1}")
                 doc["id"] = str(doc["id"])
-                if _text_ok(doc, path, line_no - 1, on_bad):
+                if _column_ok(doc, require, path, line_no - 1, on_bad):
                     yield doc
     except (OSError, EOFError) as exc:
         on_bad("unreadable_file", f"{path.name}: unreadable ({_first_line(exc)})")
 
 
-def _text_ok(doc: dict, path: Path, row: int, on_bad) -> bool:
-    text = doc.get("text")
-    if isinstance(text, str):
+def _column_ok(doc: dict, column: str, path: Path, row: int, on_bad) -> bool:
+    value = doc.get(column)
+    if column == "html" and isinstance(value, str):
+        doc[column] = value = value.encode("utf-8")  # a user's own HTML as text
+    if isinstance(value, (bytes, str) if column == "html" else str):
         return True
-    if "text" not in doc:
-        on_bad("no_text_column", f"{path.name}: row {row} has no 'text'")
+    if column not in doc:
+        on_bad(f"no_{column}_column", f"{path.name}: row {row} has no '{column}'")
     else:
-        on_bad("text_not_string", f"{path.name}: row {row} has a 'text' that is not a string")
+        on_bad(f"{column}_not_string", f"{path.name}: row {row} has a '{column}' that is not a string")
     return False
 
 

@@ -173,7 +173,10 @@ class _ShardPool:
         self.stage, self.config, self.options = stage, config, options
         self.files, self.shard_dirs = files, shard_dirs
         self.queue = list(todo)
+        # forkserver: workers fork from a clean, single-threaded server (forking the caller could
+        # copy a lock held by one of Prefect's threads); the preload makes each fork start warm.
         self.ctx = mp.get_context("forkserver")
+        self.ctx.set_forkserver_preload(["pipeline.runner", "pyarrow.parquet", type(stage.step).__module__, stage.step.__module__])
         self.progress = self.ctx.Array("q", 2 * max(1, options.workers), lock=False)
         self.skips: dict[int, dict[int, str]] = {i: {} for i in todo}
         self.done_units = 0

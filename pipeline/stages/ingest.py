@@ -10,17 +10,18 @@ import pyarrow as pa
 from pipeline.documents import WARC_SUFFIXES
 from pipeline.knobs import knob
 from pipeline.stage import ShardContext, ShardStage
+from pipeline.warc_reader import ReaderOptions, iter_html_records
 
 
 @dataclass
 class IngestConfig:
     only_ok_status: bool = knob(True, "Keep only 2xx HTTP responses (redirects and error pages are skipped and counted).")
+    max_html_bytes: int = knob(8 << 20, "HTML bodies larger than this are skipped (html_too_large); bounds memory per record.")
 
 
 def read_warc(path: Path, config: IngestConfig, ctx: ShardContext) -> Iterator[dict]:
-    from pipeline.warc_reader import iter_html_records
-
-    for record in iter_html_records(path, ctx.fault, on_skip=ctx.skip):
+    options = ReaderOptions(max_html_bytes=config.max_html_bytes)
+    for record in iter_html_records(path, ctx.fault, on_skip=ctx.skip, options=options):
         ctx.position = int(record["source"].rsplit(":", 1)[1])
         if config.only_ok_status and not 200 <= record.get("http_status", 200) < 300:
             ctx.skip(f"http_status_{record['http_status'] // 100}xx")
