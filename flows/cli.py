@@ -133,6 +133,40 @@ def run_pipeline(
     typer.echo(outputs[until])
 
 
+def _sample_crawl_command():
+    from pipeline.sample_crawl import SampleCrawlConfig
+
+    params = [
+        inspect.Parameter("out_dir", inspect.Parameter.KEYWORD_ONLY, annotation=Path,
+                          default=typer.Option(Path("sample-crawl"), "--output", "-o", help="Folder for the WARC files.")),
+        inspect.Parameter("small", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                          default=typer.Option(False, "--small", help="The settings of the committed sample (a few MB); other knobs still apply on top.")),
+    ] + dataclass_parameters(SampleCrawlConfig, "crawl knobs")
+
+    def command(**values):
+        import dataclasses
+
+        from pipeline.sample_crawl import build_sample_crawl
+
+        base = SampleCrawlConfig.small() if values["small"] else SampleCrawlConfig()
+        defaults = SampleCrawlConfig()
+        changed = {f.name: values[f.name] for f in dataclasses.fields(SampleCrawlConfig)
+                   if values.get(f.name) is not None and values[f.name] != getattr(defaults, f.name)}
+        config = dataclasses.replace(base, **changed)
+        try:
+            build_sample_crawl(config, values["out_dir"])
+        except RuntimeError as exc:
+            fail(str(exc))
+        typer.echo(str(values["out_dir"]))
+
+    command.__signature__ = inspect.Signature(params)
+    return command
+
+
+app.command("sample-crawl", help="Build a crawl (WARC) of Debian HTML documentation served on 127.0.0.1 and fetched "
+                                 "by wget: thousands of pages in 10+ languages by default.")(_sample_crawl_command())
+
+
 def _expand_multi_value_options(argv: list[str], names=("--input", "-i", "--against")) -> list[str]:
     """Accept `--input a b c` as well as `--input a --input b` (click takes one value per flag)."""
     out: list[str] = []

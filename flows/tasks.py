@@ -15,18 +15,13 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import CacheKeyFnPolicy
 from prefect.locking.filesystem import FileSystemLockManager
 
-from pipeline.documents import expand_inputs
 from pipeline.runner import RunOptions, plan, run_stage
 from pipeline.stages import get_stage
-from storage.keys import content_key, file_digest
 from storage.store import ArtifactStore
 
 
 def prefect_cache_key(stage_name: str, inputs: list[str], config: Any, store_root: str, against: list[str]) -> str:
-    stage = get_stage(stage_name)
-    _, _, key = plan(stage, inputs, config)
-    if against:
-        key = content_key(key, "against", [file_digest(f) for f in expand_inputs(against, (".parquet",))])
+    _, _, key = plan(get_stage(stage_name), inputs, config, against=against)
     store = ArtifactStore(store_root)
     cache_key = f"{stage_name}-{key}"
     if not store.exists(stage_name, key):

@@ -68,12 +68,17 @@ def stage_key(stage, config: Any, digests: Sequence[str], options: RunOptions) -
     return content_key(stage.name, stage.version, key_fields(config), options.keep_rejects, list(digests))
 
 
-def plan(stage, inputs: Sequence[str | os.PathLike], config: Any, options: RunOptions | None = None):
+def plan(stage, inputs: Sequence[str | os.PathLike], config: Any, options: RunOptions | None = None,
+         against: Sequence[str | os.PathLike] = ()):
     """The input files, their digests and the artifact key: enough to know whether it is cached."""
     options = options or RunOptions()
     files = expand_inputs(inputs, stage.input_suffixes)
     digests = [file_digest(f) for f in files]
-    return files, digests, stage_key(stage, config, digests, options)
+    key = stage_key(stage, config, digests, options)
+    if against:
+        against_digests = [file_digest(f) for f in stage.resolve_against(against)]
+        key = content_key(key, "against", against_digests)
+    return files, digests, key
 
 
 def run_stage(stage, inputs: Sequence[str | os.PathLike], config: Any = None, store: ArtifactStore | None = None,
@@ -81,10 +86,7 @@ def run_stage(stage, inputs: Sequence[str | os.PathLike], config: Any = None, st
     store = store or ArtifactStore()
     options = options or RunOptions()
     config = config if config is not None else stage.config_cls()
-    files, digests, key = plan(stage, inputs, config, options)
-    if against:
-        against_digests = [file_digest(f) for f in expand_inputs(against, (".parquet",))]
-        key = content_key(key, "against", against_digests)
+    files, digests, key = plan(stage, inputs, config, options, against)
     if store.exists(stage.name, key):
         return StageResult(store.path(stage.name, key), key, True, store.manifest(stage.name, key))
     started = _now()
@@ -107,10 +109,13 @@ def run_stage(stage, inputs: Sequence[str | os.PathLike], config: Any = None, st
         manifest.update(described)
         manifest["stats"] = stats
         manifest["finished"] = _now()
-        _write_report(stage, config, out, stats)
-        if (out.path("report.png")).exists():
+        if isinstance(stage, ShardStage) and _write_report(stage, config, out):
             manifest["side_outputs"].append(describe_file(out.path("report.png")))
         path = out.commit(manifest)
+    if isinstance(stage, GlobalStage):
+        import shutil
+
+        shutil.rmtree(_scratch_dir(store, stage, key), ignore_errors=True)
     return StageResult(path, key, False, manifest)
 
 
@@ -176,7 +181,7 @@ class _ShardPool:
         # forkserver: workers fork from a clean, single-threaded server (forking the caller could
         # copy a lock held by one of Prefect's threads); the preload makes each fork start warm.
         self.ctx = mp.get_context("forkserver")
-        self.ctx.set_forkserver_preload(["pipeline.runner", "pyarrow.parquet", type(stage.step).__module__, stage.step.__module__])
+        self.ctx.set_forkserver_preload(["pipeline.runner", "pyarrow.parquet", stage.step.__module__])
         self.progress = self.ctx.Array("q", 2 * max(1, options.workers), lock=False)
         self.skips: dict[int, dict[int, str]] = {i: {} for i in todo}
         self.done_units = 0
@@ -386,17 +391,20 @@ def _size(value) -> int:
 
 # ---------------------------------------------------------------------------------- global stages
 
+def _scratch_dir(store: ArtifactStore, stage, key: str) -> Path:
+    return store.root / stage.name / f".work-{key}-{os.getpid()}"
+
+
 def _run_global(stage: GlobalStage, files, config, store: ArtifactStore, key: str, against):
-    scratch = store.root / stage.name / f".work-{key}-{os.getpid()}"
+    scratch = _scratch_dir(store, stage, key)
     scratch.mkdir(parents=True, exist_ok=True)
     try:
-        outputs, stats, side_files = stage.run(files, config, scratch, against=against)
+        outputs, stats, side = stage.run(files, config, scratch, against=against)
     except BaseException:
         import shutil
 
         shutil.rmtree(scratch, ignore_errors=True)
         raise
-    side = {name: path for name, path in side_files.items()}
     return [(p, p.name, rows) for p, rows in outputs], stats, side
 
 
@@ -425,11 +433,11 @@ def _materialise(out: AtomicDir, outputs, side) -> dict:
     return {"outputs": described, "side_outputs": side_described}
 
 
-def _write_report(stage, config, out: AtomicDir, stats: dict) -> None:
+def _write_report(stage: ShardStage, config, out: AtomicDir) -> bool:
     signal_path = out.path("signals.parquet")
-    if not signal_path.exists() or not getattr(stage, "signals", ()):
-        return
+    if not signal_path.exists() or not stage.signals:
+        return False
     from pipeline.report import signal_histograms
 
     thresholds = {column: getattr(config, field_name) if field_name else None for column, field_name in stage.signals}
-    signal_histograms(pq.read_table(signal_path), thresholds, out.path("report.png"), title=stage.name)
+    return signal_histograms(pq.read_table(signal_path), thresholds, out.path("report.png"), title=stage.name) is not None

@@ -106,13 +106,15 @@ class ShardStage:
 
 @dataclass(frozen=True)
 class GlobalStage:
-    """A stage that needs every input at once. `run(files, config, out_dir, ctx) -> extra stats`
-    writes its data files into `out_dir` and returns (outputs, stats)."""
+    """A stage that needs every input at once. `run(files, config, out_dir, against=...)` writes
+    its files into `out_dir` and returns ([(data file, rows)], stats, {side file name: path})."""
 
     name: str
     version: str
     config_cls: type
-    run: Callable[..., dict]
+    run: Callable[..., tuple]
     description: str
     input_suffixes: tuple[str, ...] = DOCUMENT_SUFFIXES
+    # `--against` paths → the files whose digests enter the key (e.g. earlier dedup indexes)
+    resolve_against: Callable[[Sequence], list[Path]] = lambda against: []
     kind: str = field(default="global", init=False)

@@ -47,7 +47,7 @@ def test_second_run_is_cached_and_a_changed_threshold_reruns_only_downstream(pre
     assert second.result() == outputs
     assert set(_states(second).values()) == {"Cached"}
 
-    stricter = dataclasses.replace(QualityConfig(), min_words=outputs and 120)
+    stricter = dataclasses.replace(QualityConfig(), gopher_min_words=120)
     third = data_pipeline(crawl=[str(w) for w in sample_warcs], store=store, quality=stricter, return_state=True)
     states = _states(third)
     assert states == {"ingest": "Cached", "extract": "Cached", "langid": "Cached",

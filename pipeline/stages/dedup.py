@@ -1,0 +1,126 @@
+"""Stage `dedup`: exact and MinHash-LSH near-duplicate removal across all inputs.
+
+Two passes over the input files keep memory to the sketches (16 + 4 x num_perm bytes per
+document): pass one reads `id`, `text` and `language` to sketch, then the decision is made for
+all documents at once, and pass two streams each file again, writing only the kept rows.
+Beside the data: `removed.parquet` (id, duplicate_of, jaccard, kind) to audit each decision,
+`index.parquet` (signatures of the kept documents) for `--against` in a later run, and
+`signals.parquet` (duplicate-cluster sizes) for the report."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.dedup import REMOVED_SCHEMA, DedupConfig, Sketches, decide, index_table, load_index, sketch_documents
+from pipeline.documents import expand_inputs, has_suffix, read_documents
+from pipeline.errors import StageError
+from pipeline.report import signal_histograms
+from pipeline.stage import GlobalStage
+from storage.store import is_artifact
+
+PARQUET_OPTIONS = dict(compression="zstd")
+
+
+def against_index_files(against: Sequence[str | Path]) -> list[Path]:
+    """`--against` takes earlier dedup artifacts (their index.parquet) or index files."""
+    files = []
+    for item in against:
+        path = Path(item)
+        if path.is_dir() and is_artifact(path) and (path / "index.parquet").exists():
+            files.append(path / "index.parquet")
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise StageError(f"{item}: not a dedup artifact (no index.parquet) nor an index file")
+    return files
+
+
+def _read_table(path: Path, faults: dict) -> pa.Table:
+    if has_suffix(path, (".parquet",)):
+        try:
+            table = pq.read_table(path)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input problem
+            raise StageError(f"{path.name}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
+        if "text" not in table.column_names:
+            raise StageError(f"{path.name}: has no 'text' column (columns: {', '.join(table.column_names)})")
+        if "id" not in table.column_names:
+            table = table.append_column("id", pa.array([f"{path.stem}:{i}" for i in range(len(table))], pa.string()))
+        return table
+
+    def on_bad(reason, message):
+        faults[reason] = faults.get(reason, 0) + 1
+        print(f"warning: {message}", flush=True)
+
+    return pa.Table.from_pylist(list(read_documents(path, on_bad)))
+
+
+def run_dedup(files: list[Path], config: DedupConfig, out_dir: Path, against: Sequence[str | Path] = ()):
+    config.check()
+    faults: dict[str, int] = {}
+    previous = load_index(against_index_files(against), config) if against else None
+    ids: list[str] = []
+    parts, rows_per_file, bytes_in = [], [], 0
+    for path in files:  # pass one: sketches only
+        table = _read_table(path, faults)
+        texts = [t or "" for t in table.column("text").to_pylist()]
+        languages = table.column("language").to_pylist() if "language" in table.column_names else None
+        parts.append(sketch_documents(texts, languages, config))
+        ids.extend(str(i) for i in table.column("id").to_pylist())
+        rows_per_file.append(len(table))
+        bytes_in += sum(len(t.encode("utf-8")) for t in texts)
+        del table, texts
+    sketches = Sketches.concat(parts, config.num_perm)
+    result = decide(ids, sketches, config, previous)
+
+    outputs, start, bytes_out = [], 0, 0
+    for number, (path, rows) in enumerate(zip(files, rows_per_file)):  # pass two: kept rows
+        keep = result.keep[start:start + rows]
+        table = _read_table(path, faults).filter(pa.array(keep))
+        out = out_dir / f"part-{number:05d}.parquet"
+        pq.write_table(table, out, **PARQUET_OPTIONS)
+        bytes_out += sum(len(t.encode("utf-8")) for t in table.column("text").to_pylist() if t)
+        outputs.append((out, table.num_rows))
+        start += rows
+
+    removed_rows = np.flatnonzero(~result.keep)
+    removed = pa.table({
+        "id": pa.array([ids[i] for i in removed_rows], pa.string()),
+        "duplicate_of": pa.array([result.duplicate_of[i] for i in removed_rows], pa.string()),
+        "jaccard": pa.array(result.jaccard[removed_rows], pa.float32()),
+        "kind": pa.array([result.kind[i] for i in removed_rows], pa.string()),
+    }, schema=REMOVED_SCHEMA)
+    pq.write_table(removed, out_dir / "removed.parquet", **PARQUET_OPTIONS)
+    kept_rows = np.flatnonzero(result.keep)
+    index = index_table([ids[i] for i in kept_rows],
+                        Sketches(sketches.text_hashes[kept_rows], sketches.signatures[kept_rows]), config)
+    pq.write_table(index, out_dir / "index.parquet", **PARQUET_OPTIONS)
+    side = {"removed.parquet": out_dir / "removed.parquet", "index.parquet": out_dir / "index.parquet"}
+    if len(result.cluster_sizes):
+        sizes = pa.table({"duplicate_cluster_size": pa.array(result.cluster_sizes, pa.float32())})
+        if signal_histograms(sizes, {"duplicate_cluster_size": None}, out_dir / "report.png", title="dedup"):
+            side["report.png"] = out_dir / "report.png"
+
+    counts = result.counts
+    stats = {
+        "docs_in": len(ids), "docs_out": int(result.keep.sum()), "bytes_in": bytes_in, "bytes_out": bytes_out,
+        "dropped": {k: v for k, v in (("exact_duplicate", counts["removed_exact"]),
+                                       ("near_duplicate", counts["removed_near"])) if v},
+        "faults": faults, "skipped": {},
+        "extra": {k: v for k, v in counts.items() if k not in ("removed_exact", "removed_near")},
+    }
+    return outputs, stats, side
+
+
+STAGE = GlobalStage(
+    name="dedup",
+    version="1",
+    config_cls=DedupConfig,
+    run=run_dedup,
+    description="Removes exact duplicates and MinHash-LSH near-duplicates (datasketch) across all inputs; "
+                "writes removed.parquet (duplicate_of) and index.parquet (for --against).",
+    resolve_against=against_index_files,
+)
