@@ -1,6 +1,8 @@
 """The Prefect flow against a real (temporary, SQLite) Prefect server."""
 import asyncio
 import dataclasses
+import json
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -57,5 +59,8 @@ def test_second_run_is_cached_and_a_changed_threshold_reruns_only_downstream(pre
     artifacts = _table_artifact("quality-stats")
     assert artifacts, "each stage publishes a table artifact with its stats"
     rows = artifacts[0].data
-    measures = {row["measure"] for row in rows} if isinstance(rows, list) else set()
-    assert {"documents in", "documents out"} <= measures
+    rows = json.loads(rows) if isinstance(rows, str) else rows
+    measures = {row["measure"]: row["value"] for row in rows}
+    quality_manifest = json.loads((Path(third.result()["quality"]) / "manifest.json").read_text())
+    assert measures["documents in"] == quality_manifest["stats"]["docs_in"]
+    assert measures["documents out"] == quality_manifest["stats"]["docs_out"]
