@@ -15,8 +15,8 @@ from pipeline.runner import RunOptions
 from pipeline.stages import STAGE_MODULES, get_stage
 
 app = typer.Typer(help="scratchlm: from a raw web crawl to an evaluated GPT.", no_args_is_help=True,
-                  add_completion=False, pretty_exceptions_enable=False)
-stage_app = typer.Typer(help="Run one stage on its own data (Parquet/JSONL with a `text` column, or WARC for ingest).",
+                  add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+stage_app = typer.Typer(help="Run one stage on its own data (Parquet/JSONL with a `text` column, or WARC for ingest).", rich_markup_mode=None,
                         no_args_is_help=True)
 app.add_typer(stage_app, name="stage")
 

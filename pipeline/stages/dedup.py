@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from pipeline.dedup import REMOVED_SCHEMA, DedupConfig, Sketches, decide, index_table, load_index, sketch_documents
 from pipeline.documents import expand_inputs, has_suffix, read_documents
-from pipeline.errors import StageError
+from pipeline.errors import ShardError, StageError
 from pipeline.report import signal_histograms
 from pipeline.stage import GlobalStage
 from storage.store import is_artifact
@@ -55,7 +55,10 @@ def _read_table(path: Path, faults: dict) -> pa.Table:
         faults[reason] = faults.get(reason, 0) + 1
         print(f"warning: {message}", flush=True)
 
-    return pa.Table.from_pylist(list(read_documents(path, on_bad)))
+    try:
+        return pa.Table.from_pylist(list(read_documents(path, on_bad)))
+    except ShardError as exc:
+        raise StageError(str(exc)) from None
 
 
 def run_dedup(files: list[Path], config: DedupConfig, out_dir: Path, against: Sequence[str | Path] = ()):
