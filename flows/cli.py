@@ -133,6 +133,18 @@ def run_pipeline(
     typer.echo(outputs[until])
 
 
+@app.command("serve", help="Register the pipeline as a Prefect deployment and run what is triggered from the Prefect UI "
+                           "(needs a server: `prefect server start`, then PREFECT_API_URL=http://127.0.0.1:4200/api).")
+def serve_pipeline(
+    crawl: list[Path] = typer.Option(None, "--crawl", "-c", help="Default crawl for runs [default: the bundled sample crawl]."),
+    store: Optional[Path] = typer.Option(None, "--store", envvar="SCRATCHLM_STORE", help="Artifact store root [default: ./artifacts]."),
+    every_hours: float = typer.Option(0, "--every-hours", help="Also run on a schedule, every N hours (0: only when triggered)."),
+):
+    from flows.deployments import serve
+
+    serve([str(p.resolve()) for p in crawl] if crawl else None, str(store.resolve()) if store else None, every_hours)
+
+
 def _sample_crawl_command():
     from pipeline.sample_crawl import SampleCrawlConfig
 

@@ -64,3 +64,26 @@ def test_second_run_is_cached_and_a_changed_threshold_reruns_only_downstream(pre
     measures = {row["measure"]: row["value"] for row in rows}
     assert measures["documents in"] == quality_manifest["stats"]["docs_in"]
     assert measures["documents out"] == quality_manifest["stats"]["docs_out"]
+
+
+def test_deployment_exposes_every_stage_knob_as_a_parameter(prefect_server):
+    from prefect.client.orchestration import get_client
+
+    from flows.deployments import data_deployment
+    from pipeline.stages import get_stage
+
+    deployment_id = data_deployment(every_hours=24).apply()
+
+    async def fetch():
+        async with get_client() as client:
+            return await client.read_deployment(deployment_id)
+
+    deployment = asyncio.run(fetch())
+    schema = deployment.parameter_openapi_schema
+    definitions = schema.get("definitions") or schema.get("$defs") or {}
+    for stage_name in ("ingest", "extract", "langid", "quality", "dedup"):
+        config_cls = get_stage(stage_name).config_cls
+        ref = schema["properties"][stage_name]
+        props = definitions[config_cls.__name__]["properties"] if "$ref" in str(ref) or "allOf" in ref else ref["properties"]
+        assert set(props) == {f.name for f in dataclasses.fields(config_cls)}
+    assert deployment.schedules and deployment.schedules[0].schedule.interval.total_seconds() == 24 * 3600
