@@ -195,7 +195,7 @@ def decode_html(html: bytes, content_type: str) -> tuple[str, str]:
         tried.add(encoding)
         if (text := _strict_decode(html, encoding)) is not None:
             return text, encoding
-    # No usable declaration (or it lied): ask uchardet. Its remapped name is always decodable.
+    # No usable declaration (or it lied): ask uchardet, whose answer is always a known codec.
     detected = normalise_charset(detect_encoding(html)) or "cp1252"
     if detected not in tried and (text := _strict_decode(html, detected)) is not None:
         return text, detected
@@ -210,7 +210,7 @@ _BLANK_RUNS = re.compile(r"\n{3,}")
 
 
 def extract_main_text(html: str, *, main_content: bool = True) -> str:
-    """Main text of a page, blocks separated by newlines (paragraphs by a blank line).
+    """Main text of a page: blocks separated by newlines, <p> paragraphs by a blank line.
     Options chosen for LM training text: no alt texts (mostly "logo", "icon", file names,
     glued onto neighbouring words), no link URLs, form fields or <noscript> fallbacks
     ("please enable JavaScript"), no comment threads or post meta lines ("Posted by ... on");

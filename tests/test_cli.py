@@ -98,3 +98,11 @@ def test_killed_mid_run_leaves_nothing_that_looks_complete(tmp_path, sample_warc
     assert parts == sorted(p.name for p in rerun.glob("part-*.parquet"))
     for name in parts:
         assert (rerun / name).read_bytes() == (reference / name).read_bytes()
+
+
+def test_readme_knob_reference_is_generated_from_the_dataclasses():
+    from flows.knob_docs import END, START, knob_reference
+
+    readme = (REPO / "README.md").read_text()
+    current = readme[readme.index(START): readme.index(END) + len(END)]
+    assert current == knob_reference(), "run: .venv/bin/python -m flows.knob_docs README.md"
