@@ -19,15 +19,15 @@ compared. 0.8 is the lowest threshold where the LSH misses under a tenth of the 
 threshold itself; a lower one would be limited by LSH recall, not by the confirmation step.
 
 Memory: per document this process keeps a signature (num_perm uint32, 448 bytes at 112), a
-16-byte text hash and the id. The in-memory datasketch LSH costs much more: about
-DICT_LSH_BYTES_PER_DOC (14 band keys, each a bytes object in a dict and in a set; measured by
+16-byte text hash and the id. The in-memory datasketch LSH costs far more, DICT_LSH_BYTES_PER_DOC
+(14 band keys, each a bytes object in a dict and in a set; measured by
 benchmarks/bench_minhash.py). One 24 GiB machine therefore dedups about 3.5 million documents,
-keeping a fifth of its memory for everything else, provided texts are not held at the same
-time (sketch one file at a time with `sketch_table`, `decide`, then filter file by file).
-Beyond that, set `redis_url`: the LSH tables move to a Redis server through datasketch's
-`storage_config={"type": "redis", "redis": {...}}` (about 7 KB per document there) and this
-process keeps ~0.6 KB per document, some 30 million documents per 24 GiB. Redis is slower:
-about 1,000 inserts and 2,000 (batched) queries per second from one process.
+keeping a fifth of its memory for everything else, provided the texts are not held at the same
+time (sketch one file at a time with `sketch_table`, `decide`, then filter file by file). Beyond
+that, set `redis_url`: the LSH tables move to a Redis server through datasketch's
+`storage_config={"type": "redis", "redis": {...}}` (about 6.7 KB per document there) and this
+process keeps ~0.6 KB per document, some 30 million documents per 24 GiB. Redis is slower: about
+1,500 inserts and 2,700 (batched) queries per second from one process against a local server.
 
 Incremental: `save_index` writes ids, exact-text hashes and signatures of the kept documents to
 Parquet (the LSH parameters and shingling knobs in its metadata, checked on load). `against=`
@@ -39,7 +39,6 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from os import PathLike
-from pathlib import Path
 from typing import Sequence
 from urllib.parse import urlparse
 
@@ -56,7 +55,7 @@ from pipeline.minhash import EMPTY_VALUE, SCHEME, normalize_text, signatures_of_
 # Bump when normalisation or the shingle hash changes: old indexes must then be rejected.
 SKETCH_VERSION = "nfkc-casefold-ws/word-chars-and-marks/poly64-fmix/1"
 INDEX_METADATA_KEY = b"scratchlm.dedup"
-DICT_LSH_BYTES_PER_DOC = 5300  # measured by benchmarks/bench_minhash.py (datasketch 2.0.0, CPython 3.11)
+DICT_LSH_BYTES_PER_DOC = 5200  # measured by benchmarks/bench_minhash.py (datasketch 2.0.0, CPython 3.11)
 QUERY_BATCH = 1024  # documents per batched LSH lookup
 
 
@@ -79,6 +78,8 @@ class DedupConfig:
         for name in ("num_perm", "bands", "rows", "ngram", "char_ngram", "batch_chars", "batch_shingles"):
             if getattr(self, name) < 1:
                 raise StageError(f"dedup: {name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**32:
+            raise StageError(f"dedup: seed must be in [0, 2**32), got {self.seed}")
         if self.bands < 2:
             raise StageError(f"dedup: bands must be at least 2 (datasketch's limit), got {self.bands}")
         if self.bands * self.rows > self.num_perm:
@@ -163,10 +164,11 @@ def save_index(path: str | PathLike, ids: Sequence[str], sketches: Sketches | np
 
 
 def load_index(paths: str | PathLike | Sequence[str | PathLike], config: DedupConfig | None = None) -> IndexData:
-    """Read one or more saved indexes (earlier first). With `config`, refuse an index whose
-    signatures were made differently (other num_perm, seed, n-gram sizes or hashing)."""
+    """Read one or more saved indexes (earlier first). Every file must have been sketched like
+    `config` (or, without one, like the first file): same num_perm, seed, n-gram sizes, hashing."""
     if isinstance(paths, (str, PathLike)):
         paths = [paths]
+    reference = config.sketch_params() if config is not None else None
     ids: list[str] = []
     parts, priorities, params = [], [], {}
     for position, path in enumerate(paths):
@@ -178,11 +180,14 @@ def load_index(paths: str | PathLike | Sequence[str | PathLike], config: DedupCo
         if raw is None or not {"id", "text_hash", "signature"} <= set(table.column_names):
             raise StageError(f"{path}: not a dedup index (needs columns id, text_hash, signature and its metadata)")
         file_params = json.loads(raw)
-        if config is not None:
-            _check_compatible(path, file_params, config)
+        reference = reference or {k: file_params.get(k) for k in DedupConfig().sketch_params()}
+        _check_compatible(path, file_params, reference)
         num_perm = file_params["num_perm"]
+        if (table.schema.field("signature").type != pa.list_(pa.uint32(), num_perm)
+                or table.schema.field("text_hash").type != pa.binary(16)):
+            raise StageError(f"{path}: dedup index columns have the wrong types for num_perm={num_perm}")
         signature = table.column("signature").combine_chunks()
-        signatures = signature.flatten().to_numpy(zero_copy_only=False).astype(np.uint32).reshape(-1, num_perm)
+        signatures = signature.flatten().to_numpy(zero_copy_only=False).reshape(-1, num_perm)
         hashes = _fixed_binary_to_numpy(table.column("text_hash").combine_chunks()).reshape(-1, 2)
         parts.append(Sketches(hashes.copy(), signatures))
         ids.extend(table.column("id").to_pylist())
@@ -199,8 +204,8 @@ def _fixed_binary_to_numpy(array: pa.FixedSizeBinaryArray) -> np.ndarray:
     return data.view(np.uint64)
 
 
-def _check_compatible(source: str | PathLike, params: dict, config: DedupConfig) -> None:
-    for name, value in config.sketch_params().items():
+def _check_compatible(source: str | PathLike, params: dict, expected: dict) -> None:
+    for name, value in expected.items():
         if params.get(name) != value:
             raise StageError(f"{source}: dedup index was built with {name}={params.get(name)!r}, "
                              f"this run uses {name}={value!r}; rebuild it or match the setting")
@@ -275,8 +280,7 @@ def decide(ids: Sequence[str], sketches: Sketches, config: DedupConfig, against:
     if against is None:
         against = IndexData([], Sketches.concat([], config.num_perm), np.zeros(0, np.int64))
     elif len(against):
-        for source in against.sources or ["against index"]:
-            _check_compatible(source, against.params, config)
+        _check_compatible(", ".join(against.sources) or "against index", against.params, config.sketch_params())
     n_old = len(against)
     # Rows 0..n_old-1 are the earlier documents, then the new ones: one numbering for everything.
     all_ids = list(against.ids) + list(ids)
@@ -460,12 +464,18 @@ def sketch_table(table: pa.Table, config: DedupConfig, name: str = "table") -> t
                 raise StageError(f"{name}: no `{column}` column (columns: {', '.join(table.column_names)})")
             continue
         kind = table.schema.field(column).type
-        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or (column == "id" and pa.types.is_integer(kind))):
+        if not (_is_text(kind) or (column == "id" and pa.types.is_integer(kind))):
             raise StageError(f"{name}: column `{column}` must be text, it is {kind}")
     ids = [f"{name}#{row}" if i is None else str(i) for row, i in enumerate(table.column("id").to_pylist())]
     texts = [t or "" for t in table.column("text").to_pylist()]
     languages = table.column("language").to_pylist() if "language" in table.column_names else None
     return ids, sketch_documents(texts, languages, config)
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
 
 
 def removed_table(ids: Sequence[str], result: DedupResult) -> pa.Table:
