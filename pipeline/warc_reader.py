@@ -37,8 +37,7 @@ from pipeline.knobs import knob
 
 GZIP_MAGIC = b"\x1f\x8b\x08"   # gzip id bytes + deflate method: how every member starts
 _GZIP_START = re.compile(re.escape(GZIP_MAGIC))
-_VERSION_LINE = re.compile(rb"WARC/1\.\d\r\n")          # how every record starts
-_RAW_RECORD_START = re.compile(rb"\nWARC/1\.\d\r\n")   # ... in an uncompressed file
+_VERSION_LINE = re.compile(rb"WARC/1\.\d\r\n")   # how every record starts
 SCAN_CHUNK = 1 << 20           # resync scans read this much at a time: memory stays bounded
 MAX_WARC_HEADER = 32 << 10     # as FastWARC: a longer WARC header is damage, not data
 # A real member yields "WARC/" from its first few hundred bytes (gzip header + one deflate block
@@ -106,7 +105,8 @@ def _response_outcome(rec, name: str, offset: int, max_html_bytes: int):
     http = rec.http_headers
     status = http.status_code
     if status is None:
-        return _Fault("bad_http_header", f"unreadable HTTP status line {ascii((http.status_line or '')[:40])}")
+        line = ascii((http.status_line or "")[:40])
+        return _Fault("bad_http_header", f"unreadable HTTP status line {line}")
     content_type = http.get(_CONTENT_TYPE) or ""
     mime = content_type.partition(";")[0].strip().lower()
     if mime not in HTML_TYPES and mime not in GENERIC_TYPES:
@@ -306,11 +306,9 @@ def _inflates_to_record(data: bytes) -> bool:
 def _find_next_record(f, start: int, gz: bool, size: int) -> int | None:
     """Offset of the first record start at or after `start`, scanning SCAN_CHUNK at a time.
     Each candidate is checked in memory, so garbage full of false starts stays linear."""
-    if gz:
-        pattern, shift, lookahead = _GZIP_START, 0, CANDIDATE_BYTES
-    else:   # a raw record starts on a new line: look one byte before `start` too
-        pattern, shift, lookahead = _RAW_RECORD_START, 1, 16
-    pos = max(start - shift, 0)
+    # (Not only after a newline: damage may have hit the CRLF CRLF that ends the record before.)
+    pattern, lookahead = (_GZIP_START, CANDIDATE_BYTES) if gz else (_VERSION_LINE, 16)
+    pos = start
     while pos < size:
         f.seek(pos)
         window = f.read(SCAN_CHUNK + lookahead)
@@ -318,10 +316,8 @@ def _find_next_record(f, start: int, gz: bool, size: int) -> int | None:
         for found in pattern.finditer(window, 0, SCAN_CHUNK + lookahead):
             if found.start() >= SCAN_CHUNK:
                 break
-            candidate = pos + found.start() + shift
-            if candidate >= start and (
-                    not gz or _inflates_to_record(window[found.start():found.start() + CANDIDATE_BYTES])):
-                return candidate
+            if not gz or _inflates_to_record(window[found.start():found.start() + CANDIDATE_BYTES]):
+                return pos + found.start()
         pos += SCAN_CHUNK
     return None
 
@@ -411,6 +407,8 @@ class _Reader:
         """Run FastWARC from `start` until it stops; yield the documents; return the offset to
         restart from (None when the file is done)."""
         self.stream.seek(start)
+        # Not inplace=True: a reused record keeps the previous Content-Length when a damaged
+        # header has none (FastWARC 2.0.1), and its body would then be cut at the wrong place.
         records = ArchiveIterator(self.stream, parse_http=False)
         # The last record read, held back until the next header proves where it ended.
         held_offset, held = start, None
@@ -446,6 +444,10 @@ class _Reader:
                 held = SKIP_BY_RECORD_TYPE.get(int(rtype), "other_record")
             held_offset = offset
 
+        if held is not None and self.gz and not shared_offsets:
+            # FastWARC's offset for a record inside a multi-record member is no member start.
+            self.probe.seek(held_offset)
+            shared_offsets = self.probe.read(len(GZIP_MAGIC)) != GZIP_MAGIC
         if shared_offsets:
             # Records inside one big gzip member have no offsets to check or resume from, so
             # FastWARC is trusted, except that a silent stop is checked for a cut-off member.
@@ -465,9 +467,11 @@ class _Reader:
             if verdict.fault is not None:
                 return self.skip_damage(verdict.fault, held_offset)
             yield from self.emit(held_offset, held)
-            start = verdict.end
-            if start >= size or self.only_padding_from(start):
+            if verdict.end >= size or self.only_padding_from(verdict.end):
                 return None
+            # FastWARC may have framed the held record differently (a bare LF in its header, say)
+            # and failed somewhere else: rerun it from where this check says the next one starts.
+            return verdict.end
         # FastWARC failed on, or silently stopped before, the bytes at `start`.
         verdict = _check_record_at(self.probe, start, self.gz, size)
         if verdict.fault is None:
