@@ -84,7 +84,7 @@ class LangIdConfig:
         "Per-language overrides of min_language_score, e.g. 'ja:0.5,hr:0.3' (closely related "
         "languages such as hr/sr/bs or no/da split their probability and score lower).",
     )
-    batch_size: int = knob(256, "Documents scored per batch.", in_key=False)
+    batch_size: int = knob(1, "Documents pulled per scoring batch. fastText scores one text at a time anyway; 1 lets the runner's per-document timeout name the right document.", in_key=False)
 
     def __post_init__(self) -> None:
         # Fail at configuration time with a one-line message, not on the first document.

@@ -135,10 +135,11 @@ def _run_shards(stage: ShardStage, files, digests, config, store: ArtifactStore,
     if todo:
         _ShardPool(stage, config, options, files, shard_dirs, todo).run()
     shards = [_load_json(d / SHARD_MANIFEST) for d in shard_dirs]
-    errors = [s["error"] for s in shards if s.get("error")]
-    if not any(s["stats"]["docs_in"] for s in shards) and errors:
-        raise StageError(f"nothing readable in the input: {errors[0]}")
+    messages = [m for s in shards for m in s.get("fault_messages", [])]
+    if not any(s["stats"]["docs_in"] for s in shards) and messages:
+        raise StageError(f"nothing readable in the input: {messages[0]}" + (f" (and {len(messages) - 1} more)" if len(messages) > 1 else ""))
     stats = _sum_stats([s["stats"] for s in shards])
+    stats["fault_messages"] = messages[:100]
     stats["shards"] = {"total": len(shards), "computed": len(todo), "reused": len(shards) - len(todo)}
     outputs = [(shard_dirs[i] / "data.parquet", f"part-{i:05d}.parquet", shards[i]["rows"]) for i in range(len(shards))]
     side = {}
@@ -361,6 +362,7 @@ def compute_shard(stage: ShardStage, config, path: Path, shard_dir: Path, keep_r
             "source": str(path),
             "rows": counts["docs_out"],
             "error": error,
+            "fault_messages": ctx.fault_messages,
             "stats": {**counts, "dropped": dict(ctx.dropped), "faults": dict(ctx.faults),
                       "skipped": dict(ctx.skipped), "extra": dict(ctx.extra)},
             "data": describe_file(out.path("data.parquet"), counts["docs_out"]),

@@ -19,6 +19,8 @@ import pyarrow as pa
 
 from pipeline.documents import DOCUMENT_SUFFIXES, read_documents
 
+MAX_FAULT_MESSAGES = 20  # per input file, kept in the manifest beside the counts
+
 Step = Callable[[Iterator[dict], Any, "ShardContext"], Iterator[dict]]
 
 
@@ -31,6 +33,7 @@ class ShardContext:
         self.quiet = quiet
         self.dropped: Counter = Counter()
         self.faults: Counter = Counter()
+        self.fault_messages: list[str] = []
         self.skipped: Counter = Counter()
         self.rejects: list[dict] = []
         self.signal_columns = tuple(signal_columns)
@@ -47,6 +50,8 @@ class ShardContext:
     def fault(self, reason: str, message: str) -> None:
         """A part of the input could not be read: one line to stderr, counted by reason."""
         self.faults[reason] += 1
+        if len(self.fault_messages) < MAX_FAULT_MESSAGES:
+            self.fault_messages.append(message)
         if not self.quiet:
             print(f"warning: {message}", file=sys.stderr, flush=True)
 
