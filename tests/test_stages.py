@@ -105,3 +105,38 @@ def test_extract_charsets_and_pathological_pages(tmp_path):
     assert texts["sjis-declared"] == texts["utf8-ja"] == texts["sjis-bare"]
     assert texts["latin1-as-utf8"] == texts["utf8-fr"]
     assert "é" in texts["utf8-fr"] and "\ufffd" not in texts["latin1-as-utf8"]
+
+
+def _austen(n):
+    import gzip
+
+    lines = gzip.open(REPO / "tests" / "fixtures" / "dedup" / "austen_paragraphs.txt.gz", "rt").read().splitlines()
+    return [line.split("\t", 1)[1] for line in lines[:n]]
+
+
+def test_dedup_against_an_earlier_crawl_uses_its_saved_index(tmp_path):
+    import json
+
+    paragraphs = _austen(60)
+    old = [{"id": f"old-{i}", "text": t} for i, t in enumerate(paragraphs[:40])]
+    old.append({"id": "old-copy", "text": paragraphs[0].upper()})  # an exact duplicate inside the old crawl
+    (tmp_path / "old.jsonl").write_text("".join(json.dumps(d) + "\n" for d in old))
+    store = ArtifactStore(tmp_path / "store")
+    dedup = get_stage("dedup")
+    first = run_stage(dedup, [tmp_path / "old.jsonl"], store=store, options=OPTIONS)
+    assert first.manifest["stats"]["dropped"] == {"exact_duplicate": 1}
+    removed = pq.read_table(first.path / "removed.parquet").to_pylist()
+    assert removed[0]["id"] == "old-copy" and removed[0]["duplicate_of"] == "old-0"
+
+    words = paragraphs[5].split()
+    near = " ".join(words[:-2] + ["indeed", "so"])  # two words changed at the end: J well above 0.8
+    new = [{"id": "new-near", "text": near}] + [{"id": f"new-{i}", "text": t} for i, t in enumerate(paragraphs[40:])]
+    pq.write_table(pa.Table.from_pylist(new), tmp_path / "new.parquet")
+    alone = run_stage(dedup, [tmp_path / "new.parquet"], store=store, options=OPTIONS)
+    assert alone.manifest["stats"]["docs_out"] == len(new)
+    against = run_stage(dedup, [tmp_path / "new.parquet"], store=store, options=OPTIONS, against=[first.path])
+    assert against.key != alone.key
+    assert against.manifest["stats"]["docs_out"] == len(new) - 1
+    [row] = pq.read_table(against.path / "removed.parquet").to_pylist()
+    assert row["id"] == "new-near" and row["duplicate_of"] == "old-5" and row["kind"] == "near"
+    assert against.manifest["stats"]["extra"]["against_documents"] == 40
