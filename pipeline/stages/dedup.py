@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.dedup import REMOVED_SCHEMA, DedupConfig, Sketches, decide, index_table, load_index, sketch_documents
+from pipeline.dedup import DedupConfig, Sketches, decide, index_table, load_index, removed_table, sketch_documents
 from pipeline.documents import expand_inputs, has_suffix, read_documents
 from pipeline.errors import ShardError, StageError
 from pipeline.report import signal_histograms
@@ -89,14 +89,7 @@ def run_dedup(files: list[Path], config: DedupConfig, out_dir: Path, against: Se
         outputs.append((out, table.num_rows))
         start += rows
 
-    removed_rows = np.flatnonzero(~result.keep)
-    removed = pa.table({
-        "id": pa.array([ids[i] for i in removed_rows], pa.string()),
-        "duplicate_of": pa.array([result.duplicate_of[i] for i in removed_rows], pa.string()),
-        "jaccard": pa.array(result.jaccard[removed_rows], pa.float32()),
-        "kind": pa.array([result.kind[i] for i in removed_rows], pa.string()),
-    }, schema=REMOVED_SCHEMA)
-    pq.write_table(removed, out_dir / "removed.parquet", **PARQUET_OPTIONS)
+    pq.write_table(removed_table(ids, result), out_dir / "removed.parquet", **PARQUET_OPTIONS)
     kept_rows = np.flatnonzero(result.keep)
     index = index_table([ids[i] for i in kept_rows],
                         Sketches(sketches.text_hashes[kept_rows], sketches.signatures[kept_rows]), config)
