@@ -106,3 +106,15 @@ def test_readme_knob_reference_is_generated_from_the_dataclasses():
     readme = (REPO / "README.md").read_text()
     current = readme[readme.index(START): readme.index(END) + len(END)]
     assert current == knob_reference(), "run: .venv/bin/python -m flows.knob_docs README.md"
+
+
+def test_run_command_starts_its_own_prefect_server_when_none_is_given(tmp_path, sample_warcs):
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(SCRATCHLM_STORE=str(tmp_path / "store"), PREFECT_HOME=str(tmp_path / "prefect-home"))
+    proc = subprocess.run(SCRATCHLM + ["run", "--crawl", str(sample_warcs[0]), "--until", "extract", "--workers", "1"],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    final = Path(proc.stdout.strip().splitlines()[-1])
+    manifest = json.loads((final / "manifest.json").read_text())
+    assert manifest["stage"] == "extract" and manifest["stats"]["docs_out"] > 0
+    assert "temporary server" in proc.stderr.lower() or "temporary server" in proc.stdout.lower()
