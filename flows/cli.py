@@ -128,8 +128,12 @@ def run_pipeline(
         outputs = data_pipeline(crawl=crawl_paths, store=str(store or default_root()), until=until, workers=workers, **configs)
     except StageError as exc:
         fail(str(exc))
+    from storage.store import load_manifest
+
     for name, path in outputs.items():
-        typer.echo(f"{name:8s} {path}", err=True)
+        stats = load_manifest(path)["stats"]
+        dropped = ", ".join(f"{k} {v}" for k, v in sorted(stats["dropped"].items(), key=lambda kv: -kv[1])[:3])
+        typer.echo(f"{name:8s} {stats['docs_in']:>7} → {stats['docs_out']:<7} docs  {path}" + (f"  (dropped: {dropped})" if dropped else ""), err=True)
     typer.echo(outputs[until])
 
 
