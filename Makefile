@@ -6,6 +6,9 @@ BENCH_VENV ?= .venv-bench
 
 .PHONY: setup demo test bench clean
 
+# Prefect's temporary server would otherwise phone home on every start.
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
