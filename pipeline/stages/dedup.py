@@ -8,15 +8,17 @@ Beside the data: `removed.parquet` (id, duplicate_of, jaccard, kind) to audit ea
 `signals.parquet` (duplicate-cluster sizes) for the report."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from pipeline.dedup import DedupConfig, Sketches, decide, index_table, load_index, removed_table, sketch_documents
-from pipeline.documents import expand_inputs, has_suffix, read_documents
+from pipeline.documents import has_suffix, parquet_rows, read_documents
 from pipeline.errors import ShardError, StageError
 from pipeline.report import signal_histograms
 from pipeline.stage import GlobalStage
@@ -67,8 +69,12 @@ def run_dedup(files: list[Path], config: DedupConfig, out_dir: Path, against: Se
     previous = load_index(against_index_files(against), config) if against else None
     ids: list[str] = []
     parts, rows_per_file, bytes_in = [], [], 0
+    rows = [parquet_rows(f) for f in files]
+    bar = tqdm(total=sum(rows) if None not in rows else None, unit="docs", unit_scale=True, desc="dedup: sketching",
+               file=sys.stderr, disable=None)
     for path in files:  # pass one: sketches only
         table = _read_table(path, faults)
+        bar.update(len(table))
         texts = [t or "" for t in table.column("text").to_pylist()]
         languages = table.column("language").to_pylist() if "language" in table.column_names else None
         parts.append(sketch_documents(texts, languages, config))
@@ -76,6 +82,7 @@ def run_dedup(files: list[Path], config: DedupConfig, out_dir: Path, against: Se
         rows_per_file.append(len(table))
         bytes_in += sum(len(t.encode("utf-8")) for t in texts)
         del table, texts
+    bar.close()
     sketches = Sketches.concat(parts, config.num_perm)
     result = decide(ids, sketches, config, previous)
 
