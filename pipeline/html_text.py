@@ -108,8 +108,14 @@ def html_problem(html: bytes, limits: ExtractLimits) -> str | None:
         return "too_large"
     if _looks_binary(html):
         return "binary_content"
-    if html.count(b"<") > limits.max_tags:
+    tags = html.count(b"<")
+    if tags > limits.max_tags:
         return "too_many_tags"
+    # Depth can be at most the number of <div openings, and the nesting work at most that times
+    # the tag count: when those bounds are within the caps (most pages), skip the exact scan.
+    div_opens = html.lower().count(b"<div")
+    if div_opens <= limits.max_div_depth and div_opens * tags <= limits.max_nesting_work:
+        return None
     if _div_nesting_too_deep(html, limits.max_div_depth, limits.max_nesting_work):
         return "too_deep"
     return None

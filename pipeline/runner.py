@@ -36,6 +36,12 @@ SHARD_MANIFEST = "shard.json"
 WRITE_BATCH_ROWS = 2048
 MAX_RESTARTS_PER_SHARD = 25
 PARQUET_OPTIONS = dict(compression="zstd", use_dictionary=True, write_statistics=True)
+# Columns unique per row gain nothing from dictionary encoding and cost a hash per value.
+UNIQUE_COLUMNS = frozenset({"id", "url", "source", "html", "text", "warc_date"})
+
+
+def _parquet_options(schema: pa.Schema) -> dict:
+    return dict(PARQUET_OPTIONS, use_dictionary=[f.name for f in schema if f.name not in UNIQUE_COLUMNS])
 
 
 @dataclass
@@ -185,6 +191,7 @@ class _ShardPool:
         self.ctx.set_forkserver_preload(["pipeline.runner", "pyarrow.parquet", stage.step.__module__])
         self.progress = self.ctx.Array("q", 2 * max(1, options.workers), lock=False)
         self.skips: dict[int, dict[int, str]] = {i: {} for i in todo}
+        self.restarts: dict[int, int] = {i: 0 for i in todo}
         self.done_units = 0
         self.shown = 0
         self.bar = None
@@ -218,9 +225,12 @@ class _ShardPool:
                         del running[slot]
                         free_slots.append(slot)
                         self._finished(slot, index)
-                    elif proc.exitcode == 3:
-                        raise RuntimeError(f"stage {self.stage.name} failed on {self.files[index]} (traceback above)")
-                    else:  # killed by a signal: the document in hand crashed the process
+                    elif proc.exitcode > 0 or count == 0:
+                        # An exception (3), or a worker that died before reading anything: the
+                        # stage itself is broken, and redoing the file would fail the same way.
+                        raise RuntimeError(f"stage {self.stage.name}: worker for {self.files[index].name} exited "
+                                           f"with code {proc.exitcode} (traceback above)")
+                    else:  # killed by a signal mid-document: that document crashed the process
                         self._redo_without(slot, index, count, "worker_crashed")
                         running[slot] = self._start(slot, index)
                 self._update_bar(running)
@@ -244,8 +254,10 @@ class _ShardPool:
 
     def _redo_without(self, slot: int, index: int, count: int, reason: str) -> None:
         doc_index = max(0, count - 1)
-        if len(self.skips[index]) >= MAX_RESTARTS_PER_SHARD:
-            raise RuntimeError(f"{self.files[index].name}: more than {MAX_RESTARTS_PER_SHARD} documents timed out or crashed")
+        self.restarts[index] += 1
+        if self.restarts[index] > MAX_RESTARTS_PER_SHARD or doc_index in self.skips[index]:
+            raise RuntimeError(f"{self.files[index].name}: {self.restarts[index]} restarts "
+                               f"(document #{doc_index} {reason.replace('_', ' ')} again); giving up on this stage")
         self.skips[index][doc_index] = reason
         print(f"warning: {self.files[index].name}: document #{doc_index} dropped ({reason}); redoing the file without it",
               file=sys.stderr, flush=True)
@@ -331,7 +343,7 @@ def compute_shard(stage: ShardStage, config, path: Path, shard_dir: Path, keep_r
             table = table_from_docs(batch, schema)
             if writer is None:
                 schema = table.schema
-                writer = pq.ParquetWriter(out.path("data.parquet"), schema, **PARQUET_OPTIONS)
+                writer = pq.ParquetWriter(out.path("data.parquet"), schema, **_parquet_options(schema))
             writer.write_table(table)
             batch.clear()
 

@@ -86,3 +86,10 @@ def test_manifest_is_written_last(tmp_path):
     manifest = json.loads((result.path / "manifest.json").read_text())
     listed = {o["file"] for o in manifest["outputs"] + manifest["side_outputs"]}
     assert listed == {p.name for p in result.path.iterdir()} - {"manifest.json"}
+
+
+def test_a_broken_stage_fails_once_instead_of_retrying_forever(tmp_path):
+    path = write_parquet(tmp_path / "a.parquet", ["fine text here", "EXIT please"])
+    with pytest.raises(RuntimeError, match="exited with code 1"):
+        run_stage(STAGE, [path], LengthConfig(), ArtifactStore(tmp_path / "s"), RunOptions(**QUIET))
+    assert ArtifactStore(tmp_path / "s").artifacts("length") == []
