@@ -12,8 +12,10 @@ reason and the shard is redone without it, so no input can stall or kill a run.
 from __future__ import annotations
 
 import dataclasses
+import json
 import multiprocessing as mp
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -119,8 +121,6 @@ def run_stage(stage, inputs: Sequence[str | os.PathLike], config: Any = None, st
             manifest["side_outputs"].append(describe_file(out.path("report.png")))
         path = out.commit(manifest)
     if isinstance(stage, GlobalStage):
-        import shutil
-
         shutil.rmtree(_scratch_dir(store, stage, key), ignore_errors=True)
     return StageResult(path, key, False, manifest)
 
@@ -159,8 +159,6 @@ def _run_shards(stage: ShardStage, files, digests, config, store: ArtifactStore,
 
 
 def _load_json(path: Path) -> dict:
-    import json
-
     return json.loads(path.read_text())
 
 
@@ -415,8 +413,6 @@ def _run_global(stage: GlobalStage, files, config, store: ArtifactStore, key: st
     try:
         outputs, stats, side = stage.run(files, config, scratch, against=against)
     except BaseException:
-        import shutil
-
         shutil.rmtree(scratch, ignore_errors=True)
         raise
     return [(p, p.name, rows) for p, rows in outputs], stats, side
@@ -431,8 +427,6 @@ def _materialise(out: AtomicDir, outputs, side) -> dict:
         try:
             os.link(source, target)
         except OSError:
-            import shutil
-
             shutil.copyfile(source, target)
         described.append(describe_file(target, rows))
     side_described = []

@@ -98,15 +98,12 @@ class ShardStage:
     kind: str = field(default="shard", init=False)
 
     def output_schema(self, input_schema: pa.Schema | None) -> pa.Schema | None:
-        if input_schema is None and not self.removed_columns and not self.added_fields:
-            return None
-        fields = [] if input_schema is None else [
-            f for f in input_schema
-            if f.name not in self.removed_columns and f.name not in {a.name for a in self.added_fields}
-        ]
-        if input_schema is None and self.read is read_document_shard:
-            return None  # JSONL: inferred from the first batch
-        return pa.schema(fields + list(self.added_fields))
+        """Input columns, less the removed ones, plus the added ones. Without an input schema
+        (WARC, JSONL) a source stage defines every column; otherwise the first batch decides."""
+        if input_schema is None:
+            return pa.schema(self.added_fields) if self.input_suffixes != DOCUMENT_SUFFIXES else None
+        replaced = {f.name for f in self.added_fields} | set(self.removed_columns)
+        return pa.schema([f for f in input_schema if f.name not in replaced] + list(self.added_fields))
 
 
 @dataclass(frozen=True)

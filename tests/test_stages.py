@@ -140,3 +140,14 @@ def test_dedup_against_an_earlier_crawl_uses_its_saved_index(tmp_path):
     [row] = pq.read_table(against.path / "removed.parquet").to_pylist()
     assert row["id"] == "new-near" and row["duplicate_of"] == "old-5" and row["kind"] == "near"
     assert against.manifest["stats"]["extra"]["against_documents"] == 40
+
+
+def test_extract_on_a_users_jsonl_keeps_its_columns(tmp_path):
+    import json
+
+    page = _page("python_tutorial_appetite.html").decode("utf-8")
+    (tmp_path / "pages.jsonl").write_text(json.dumps({"id": "p1", "url": "http://x/a", "source": "mine", "html": page}) + "\n")
+    result = run_stage(get_stage("extract"), [tmp_path / "pages.jsonl"], store=ArtifactStore(tmp_path / "s"), options=OPTIONS)
+    [row] = pq.read_table(result.path / "part-00000.parquet").to_pylist()
+    assert (row["id"], row["url"], row["source"]) == ("p1", "http://x/a", "mine")
+    assert "html" not in row and "Python" in row["text"]
