@@ -151,3 +151,21 @@ def test_extract_on_a_users_jsonl_keeps_its_columns(tmp_path):
     [row] = pq.read_table(result.path / "part-00000.parquet").to_pylist()
     assert (row["id"], row["url"], row["source"]) == ("p1", "http://x/a", "mine")
     assert "html" not in row and "Python" in row["text"]
+
+
+def test_a_new_warc_in_the_crawl_folder_computes_only_its_shards(sample_warcs, tmp_path):
+    crawl = tmp_path / "crawl"
+    crawl.mkdir()
+    for warc in sample_warcs[:-1]:
+        shutil.copy(warc, crawl)
+    store = ArtifactStore(tmp_path / "store")
+    before = ingest([crawl], store)
+    before_text = run_stage(get_stage("extract"), [before.path], store=store, options=OPTIONS)
+    shutil.copy(sample_warcs[-1], crawl)
+    after = ingest([crawl], store)
+    after_text = run_stage(get_stage("extract"), [after.path], store=store, options=OPTIONS)
+    n = len(sample_warcs)
+    for result in (after, after_text):
+        assert result.manifest["stats"]["shards"] == {"total": n, "computed": 1, "reused": n - 1}
+    for i in range(n - 1):  # the reused parts are the same files, not recomputations
+        assert (after_text.path / f"part-{i:05d}.parquet").stat().st_ino == (before_text.path / f"part-{i:05d}.parquet").stat().st_ino
