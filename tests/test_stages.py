@@ -169,3 +169,14 @@ def test_a_new_warc_in_the_crawl_folder_computes_only_its_shards(sample_warcs, t
         assert result.manifest["stats"]["shards"] == {"total": n, "computed": 1, "reused": n - 1}
     for i in range(n - 1):  # the reused parts are the same files, not recomputations
         assert (after_text.path / f"part-{i:05d}.parquet").stat().st_ino == (before_text.path / f"part-{i:05d}.parquet").stat().st_ino
+
+
+def test_dedup_counts_a_bad_jsonl_line_once(tmp_path):
+    import json
+
+    lines = [json.dumps({"id": f"d{i}", "text": t}) for i, t in enumerate(_austen(3))]
+    (tmp_path / "c.jsonl").write_text(lines[0] + "\n{broken\n" + "\n".join(lines[1:]) + "\n")
+    result = run_stage(get_stage("dedup"), [tmp_path / "c.jsonl"], store=ArtifactStore(tmp_path / "s"), options=OPTIONS)
+    stats = result.manifest["stats"]
+    assert stats["faults"] == {"bad_json_line": 1} and stats["docs_out"] == 3
+    assert stats["fault_messages"] == ["c.jsonl:2: not valid JSON (Expecting property name enclosed in double quotes)"]

@@ -21,7 +21,7 @@ from pipeline.dedup import DedupConfig, Sketches, decide, index_table, load_inde
 from pipeline.documents import has_suffix, parquet_rows, read_documents
 from pipeline.errors import ShardError, StageError
 from pipeline.report import signal_histograms
-from pipeline.stage import GlobalStage
+from pipeline.stage import GlobalStage, ShardContext
 from storage.store import is_artifact
 
 PARQUET_OPTIONS = dict(compression="zstd")
@@ -41,31 +41,31 @@ def against_index_files(against: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def _read_table(path: Path, faults: dict) -> pa.Table:
+SKETCH_COLUMNS = ("id", "text", "language")  # all that pass one needs
+
+
+def _read_table(path: Path, on_fault, columns: Sequence[str] | None = None) -> pa.Table:
+    """One input file as a table with `id` and `text` (and, given `columns`, only those that exist)."""
     if has_suffix(path, (".parquet",)):
         try:
-            table = pq.read_table(path)
+            names = pq.read_schema(path).names
+            table = pq.read_table(path, columns=[c for c in columns if c in names] if columns else None)
         except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input problem
             raise StageError(f"{path.name}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
         if "text" not in table.column_names:
-            raise StageError(f"{path.name}: has no 'text' column (columns: {', '.join(table.column_names)})")
+            raise StageError(f"{path.name}: has no 'text' column (columns: {', '.join(names)})")
         if "id" not in table.column_names:
             table = table.append_column("id", pa.array([f"{path.stem}:{i}" for i in range(len(table))], pa.string()))
         return table
-
-    def on_bad(reason, message):
-        faults[reason] = faults.get(reason, 0) + 1
-        print(f"warning: {message}", flush=True)
-
     try:
-        return pa.Table.from_pylist(list(read_documents(path, on_bad)))
+        return pa.Table.from_pylist(list(read_documents(path, on_fault)))
     except ShardError as exc:
         raise StageError(str(exc)) from None
 
 
 def run_dedup(files: list[Path], config: DedupConfig, out_dir: Path, against: Sequence[str | Path] = ()):
     config.check()
-    faults: dict[str, int] = {}
+    ctx = ShardContext(files[0] if files else out_dir)  # counts and prints faults, once (pass one)
     previous = load_index(against_index_files(against), config) if against else None
     ids: list[str] = []
     parts, rows_per_file, bytes_in = [], [], 0
@@ -73,7 +73,7 @@ def run_dedup(files: list[Path], config: DedupConfig, out_dir: Path, against: Se
     bar = tqdm(total=sum(rows) if None not in rows else None, unit="docs", unit_scale=True, desc="dedup: sketching",
                file=sys.stderr, disable=None)
     for path in files:  # pass one: sketches only
-        table = _read_table(path, faults)
+        table = _read_table(path, ctx.fault, SKETCH_COLUMNS)
         bar.update(len(table))
         texts = [t or "" for t in table.column("text").to_pylist()]
         languages = table.column("language").to_pylist() if "language" in table.column_names else None
@@ -89,7 +89,7 @@ def run_dedup(files: list[Path], config: DedupConfig, out_dir: Path, against: Se
     outputs, start, bytes_out = [], 0, 0
     for number, (path, rows) in enumerate(zip(files, rows_per_file)):  # pass two: kept rows
         keep = result.keep[start:start + rows]
-        table = _read_table(path, faults).filter(pa.array(keep))
+        table = _read_table(path, lambda reason, message: None).filter(pa.array(keep))
         out = out_dir / f"part-{number:05d}.parquet"
         pq.write_table(table, out, **PARQUET_OPTIONS)
         bytes_out += sum(len(t.encode("utf-8")) for t in table.column("text").to_pylist() if t)
@@ -112,7 +112,7 @@ def run_dedup(files: list[Path], config: DedupConfig, out_dir: Path, against: Se
         "docs_in": len(ids), "docs_out": int(result.keep.sum()), "bytes_in": bytes_in, "bytes_out": bytes_out,
         "dropped": {k: v for k, v in (("exact_duplicate", counts["removed_exact"]),
                                        ("near_duplicate", counts["removed_near"])) if v},
-        "faults": faults, "skipped": {},
+        "faults": dict(ctx.faults), "fault_messages": ctx.fault_messages, "skipped": {},
         "extra": {k: v for k, v in counts.items() if k not in ("removed_exact", "removed_near")},
     }
     return outputs, stats, side
