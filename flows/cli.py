@@ -12,7 +12,7 @@ import typer
 from flows.options import build_config, dataclass_parameters, parse_assignments
 from pipeline.errors import StageError
 from pipeline.runner import RunOptions
-from pipeline.stages import STAGE_MODULES, get_stage
+from pipeline.stages import DATA_STAGES, STAGE_MODULES, get_stage
 
 app = typer.Typer(help="scratchlm: from a raw web crawl to an evaluated GPT.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
@@ -84,9 +84,6 @@ def _print_summary(result) -> None:
 for _name in STAGE_MODULES:
     _stage = get_stage(_name)
     stage_app.command(name=_name, help=_stage.description)(_stage_command(_stage))
-
-
-DATA_STAGES = ("ingest", "extract", "langid", "quality", "dedup")
 
 
 def _knob_listing() -> str:

@@ -6,12 +6,12 @@ while everything upstream comes back Cached.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefect import flow, get_run_logger
 
 from flows.tasks import stage_task_for
+from pipeline.stages import DATA_STAGES
 from pipeline.stages.dedup import DedupConfig
 from pipeline.stages.extract import ExtractConfig
 from pipeline.stages.ingest import IngestConfig
@@ -19,7 +19,6 @@ from pipeline.stages.langid import LangIdConfig
 from pipeline.stages.quality import QualityConfig
 from storage.store import default_root
 
-DATA_STAGES = ("ingest", "extract", "langid", "quality", "dedup")
 SAMPLE_CRAWL = str(Path(__file__).resolve().parent.parent / "data" / "sample-crawl")
 
 

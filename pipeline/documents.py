@@ -142,8 +142,3 @@ def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 
-
-def table_from_docs(docs: list[dict], schema: pa.Schema | None) -> pa.Table:
-    if schema is None:
-        return pa.Table.from_pylist(docs)
-    return pa.Table.from_pylist(docs, schema=schema)

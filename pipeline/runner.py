@@ -27,12 +27,12 @@ from typing import Any, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.documents import expand_inputs, has_suffix, parquet_rows, table_from_docs
+from pipeline.documents import expand_inputs, has_suffix, parquet_rows
 from pipeline.errors import ShardError, StageError
 from pipeline.knobs import key_fields, knob
 from pipeline.stage import GlobalStage, ShardContext, ShardStage
 from storage.keys import content_key, file_digest
-from storage.store import ArtifactStore, AtomicDir, describe_file, write_json_atomic
+from storage.store import ArtifactStore, AtomicDir, describe_file
 
 SHARD_MANIFEST = "shard.json"
 WRITE_BATCH_ROWS = 2048
@@ -72,8 +72,10 @@ def code_version(stage_version: str) -> str:
     return f"scratchlm-{package}/stage-{stage_version}"
 
 
-def stage_key(stage, config: Any, digests: Sequence[str], options: RunOptions) -> str:
-    return content_key(stage.name, stage.version, key_fields(config), options.keep_rejects, list(digests))
+def stage_key(stage, config: Any, digests: Sequence[str] | str, options: RunOptions) -> str:
+    """The key of a whole run (a list of digests) or of one shard (one digest)."""
+    return content_key(stage.name, stage.version, key_fields(config), options.keep_rejects,
+                       digests if isinstance(digests, str) else list(digests))
 
 
 def plan(stage, inputs: Sequence[str | os.PathLike], config: Any, options: RunOptions | None = None,
@@ -131,12 +133,8 @@ def _now() -> str:
 
 # ----------------------------------------------------------------------------------- shard stages
 
-def _shard_key(stage: ShardStage, config: Any, digest: str, options: RunOptions) -> str:
-    return content_key(stage.name, stage.version, key_fields(config), options.keep_rejects, digest)
-
-
 def _run_shards(stage: ShardStage, files, digests, config, store: ArtifactStore, options: RunOptions):
-    shard_dirs = [store.shard_path(stage.name, _shard_key(stage, config, d, options)) for d in digests]
+    shard_dirs = [store.shard_path(stage.name, stage_key(stage, config, d, options)) for d in digests]
     todo = [i for i, d in enumerate(shard_dirs) if not (d / SHARD_MANIFEST).is_file()]
     if todo:
         _ShardPool(stage, config, options, files, shard_dirs, todo).run()
@@ -222,7 +220,7 @@ class _ShardPool:
                     if proc.exitcode == 0:
                         del running[slot]
                         free_slots.append(slot)
-                        self._finished(slot, index)
+                        self.done_units += self._units_of(index)
                     elif proc.exitcode > 0 or count == 0:
                         # An exception (3), or a worker that died before reading anything: the
                         # stage itself is broken, and redoing the file would fail the same way.
@@ -259,9 +257,6 @@ class _ShardPool:
         self.skips[index][doc_index] = reason
         print(f"warning: {self.files[index].name}: document #{doc_index} dropped ({reason}); redoing the file without it",
               file=sys.stderr, flush=True)
-
-    def _finished(self, slot: int, index: int) -> None:
-        self.done_units += self._units_of(index)
 
     def _units_of(self, index: int) -> int:
         if self.stage.progress_by_bytes:
@@ -338,7 +333,7 @@ def compute_shard(stage: ShardStage, config, path: Path, shard_dir: Path, keep_r
 
         def flush():
             nonlocal writer, schema
-            table = table_from_docs(batch, schema)
+            table = pa.Table.from_pylist(batch, schema=schema)
             if writer is None:
                 schema = table.schema
                 writer = pq.ParquetWriter(out.path("data.parquet"), schema, **_parquet_options(schema))

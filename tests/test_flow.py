@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
 
 from flows.pipeline_flow import data_pipeline
 from pipeline.stages.quality import QualityConfig

@@ -1,7 +1,6 @@
 """Language identification on real human-written text: paragraphs of the Debian Administrator's
 Handbook in 26 locales (tests/fixtures/langid/README.md)."""
 import re
-from collections import Counter
 from pathlib import Path
 
 import pytest

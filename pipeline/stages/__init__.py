@@ -12,6 +12,9 @@ STAGE_MODULES = {
 }
 
 
+DATA_STAGES = tuple(STAGE_MODULES)  # the order the data flow runs them in
+
+
 def get_stage(name: str):
     if name not in STAGE_MODULES:
         raise KeyError(f"unknown stage {name!r}; stages: {', '.join(STAGE_MODULES)}")

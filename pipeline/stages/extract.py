@@ -5,6 +5,7 @@ from typing import Iterator
 
 import pyarrow as pa
 
+from pipeline.documents import read_documents
 from pipeline.html_text import ExtractLimits, html_to_text
 from pipeline.stage import ShardContext, ShardStage
 
@@ -26,8 +27,6 @@ def extract_text(docs: Iterator[dict], config: ExtractConfig, ctx: ShardContext)
 
 def read_html_shard(path, config, ctx):
     """Ingest's Parquet, or a user's own: any Parquet/JSONL with an `html` column (bytes or str)."""
-    from pipeline.documents import read_documents
-
     yield from read_documents(path, ctx.fault, require="html")
 
 
