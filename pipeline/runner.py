@@ -74,15 +74,30 @@ def code_version(stage_version: str) -> str:
 
 def stage_key(stage, config: Any, digests: Sequence[str] | str, options: RunOptions) -> str:
     """The key of a whole run (a list of digests) or of one shard (one digest)."""
-    return content_key(stage.name, stage.version, key_fields(config), options.keep_rejects,
-                       digests if isinstance(digests, str) else list(digests))
+    parts = [stage.name, stage.version, key_fields(config), options.keep_rejects,
+             digests if isinstance(digests, str) else list(digests)]
+    references = reference_digests(stage, config)
+    if references:  # appended only when present, so the keys of stages without any stay as they were
+        parts.append({"references": references})
+    return content_key(*parts)
+
+
+def reference_digests(stage, config: Any) -> list[str]:
+    """Digests of the other artifacts' files a stage reads (its tokenizer, a checkpoint)."""
+    return [file_digest(p) for p in stage.references(config)]
+
+
+def input_files(stage, inputs: Sequence[str | os.PathLike]) -> list[Path]:
+    if stage.input_files is not None:
+        return stage.input_files(inputs)
+    return expand_inputs(inputs, stage.input_suffixes)
 
 
 def plan(stage, inputs: Sequence[str | os.PathLike], config: Any, options: RunOptions | None = None,
          against: Sequence[str | os.PathLike] = ()):
     """The input files, their digests and the artifact key: enough to know whether it is cached."""
     options = options or RunOptions()
-    files = expand_inputs(inputs, stage.input_suffixes)
+    files = input_files(stage, inputs)
     digests = [file_digest(f) for f in files]
     key = stage_key(stage, config, digests, options)
     if against:

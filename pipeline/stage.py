@@ -6,6 +6,13 @@ the style of datatrove. Drops go through `ctx.drop(doc, reason)` so they are cou
 sampled. Execution (processes, caching, manifests, progress) lives in `pipeline.runner`.
 
 A *global stage* (dedup) sees all its inputs at once and writes its artifact itself.
+
+Both kinds may declare `references(config)`: files of other artifacts the stage reads besides its
+inputs (a tokenizer.json, a checkpoint). Their digests enter every key, so a new tokenizer gives
+new shard keys; the config field holding their path is a knob with `in_key=False`, because the
+path does not name the output, its content does. `input_files(inputs)` replaces the default
+expansion of `--input` items (Parquet/JSONL files, folders, artifacts) for stages whose input is
+another kind of artifact (a checkpoint).
 """
 from __future__ import annotations
 
@@ -79,6 +86,10 @@ def read_document_shard(path: Path, config: Any, ctx: ShardContext) -> Iterator[
     return read_documents(path, ctx.fault)
 
 
+def no_references(config: Any) -> list[Path]:
+    return []  # a module-level function, not a lambda: stages are pickled into worker processes
+
+
 @dataclass(frozen=True)
 class ShardStage:
     name: str
@@ -95,6 +106,8 @@ class ShardStage:
     progress_by_bytes: bool = False  # WARC inputs: show progress over input size
     # (column, name of the config field holding its threshold or None) for report histograms
     signals: tuple[tuple[str, str | None], ...] = ()
+    references: Callable[[Any], list[Path]] = no_references
+    input_files: Callable[[Sequence], list[Path]] | None = None
     kind: str = field(default="shard", init=False)
 
     def output_schema(self, input_schema: pa.Schema | None) -> pa.Schema | None:
@@ -119,4 +132,6 @@ class GlobalStage:
     input_suffixes: tuple[str, ...] = DOCUMENT_SUFFIXES
     # `--against` paths → the files whose digests enter the key (e.g. earlier dedup indexes)
     resolve_against: Callable[[Sequence], list[Path]] = lambda against: []
+    references: Callable[[Any], list[Path]] = no_references
+    input_files: Callable[[Sequence], list[Path]] | None = None
     kind: str = field(default="global", init=False)
