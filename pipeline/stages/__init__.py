@@ -9,10 +9,11 @@ STAGE_MODULES = {
     "langid": "pipeline.stages.langid",
     "quality": "pipeline.stages.quality",
     "dedup": "pipeline.stages.dedup",
+    "train-tokenizer": "pipeline.stages.train_tokenizer",
 }
 
 
-DATA_STAGES = tuple(STAGE_MODULES)  # the order the data flow runs them in
+DATA_STAGES = ("ingest", "extract", "langid", "quality", "dedup")  # the order the data flow runs them in
 
 
 def get_stage(name: str):
