@@ -1,49 +1,298 @@
-"""The data pipeline as one Prefect flow: ingest → extract → langid → quality → dedup.
+"""The pipeline as Prefect flows, built from the stage registry.
 
-Every stage's knobs are flow parameters (its config dataclass), so the Prefect UI shows a form
-per stage; a changed knob gives that stage a new artifact key, so it and the stages after it run
-while everything upstream comes back Cached.
+    scratchlm-pipeline = scratchlm-data (ingest → extract → langid → quality → dedup)
+                       → scratchlm-tokens (train-tokenizer, tokenize) → scratchlm-model (pretrain, evaluate)
+
+Each sub-flow also runs alone, each stage has its own flow (`stage-NAME`), and
+`retokenize-incremental` re-runs the data stages over a whole crawl folder and tokenizes with a
+fixed tokenizer. Every stage's knobs are flow parameters (its config dataclass, with the help
+text of each knob in the form, see flows/forms.py). Tasks are cached under their artifact key
+(flows/tasks.py), so an unchanged stage comes back Cached and a changed knob re-runs that stage and
+what depends on it. A stage that is not registered (yet) is skipped with a log line. Tasks pass
+artifact folders, never data; the model stages can therefore run wherever the store is mounted.
 """
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.futures import wait
 
-from flows.tasks import stage_task_for
-from pipeline.stages import DATA_STAGES
-from pipeline.stages.dedup import DedupConfig
-from pipeline.stages.extract import ExtractConfig
-from pipeline.stages.ingest import IngestConfig
-from pipeline.stages.langid import LangIdConfig
-from pipeline.stages.quality import QualityConfig
-from storage.store import default_root
+from flows.forms import parameter_name, stage_parameters, with_signature
+from flows.tasks import shard_task_for, stage_input_files, stage_task_for
+from pipeline.stages import DATA_STAGES, STAGE_MODULES, get_stage
+from storage.store import default_root, write_json_atomic
 
 SAMPLE_CRAWL = str(Path(__file__).resolve().parent.parent / "data" / "sample-crawl")
 
+# The whole DAG in order, registered or not; the sub-flows are consecutive slices of it.
+PIPELINE = ("ingest", "extract", "langid", "quality", "dedup", "train-tokenizer", "tokenize", "pretrain", "evaluate")
+SUBFLOWS = {"data": PIPELINE[:5], "tokens": PIPELINE[5:7], "model": PIPELINE[7:]}
+# Where a stage's input comes from when it is not simply the stage before it.
+INPUT_OF = {"train-tokenizer": "dedup", "tokenize": "dedup"}
+# Knobs that name another stage's artifact (filled by the flow when left empty).
+REFERENCE_KNOBS = {"tokenize": {"tokenizer": "train-tokenizer"}}
+RUNNERS = ("local", "dask")
 
-@flow(name="scratchlm-data", log_prints=True)
-def data_pipeline(
-    crawl: list[str] = [SAMPLE_CRAWL],  # noqa: B006 - Prefect parameters are copied per run
-    store: str = str(default_root()),
-    until: str = "dedup",
-    workers: int = 0,
-    ingest: IngestConfig = IngestConfig(),
-    extract: ExtractConfig = ExtractConfig(),
-    langid: LangIdConfig = LangIdConfig(),
-    quality: QualityConfig = QualityConfig(),
-    dedup: DedupConfig = DedupConfig(),
-) -> dict[str, str]:
-    """Run the data stages on a crawl (WARC files or folders) up to `until`; returns each stage's artifact folder."""
-    if until not in DATA_STAGES:
-        raise ValueError(f"until must be one of {', '.join(DATA_STAGES)}, not {until!r}")
-    store = str(Path(store).resolve())
-    configs = {"ingest": ingest, "extract": extract, "langid": langid, "quality": quality, "dedup": dedup}
-    outputs: dict[str, str] = {}
-    upstream = [str(Path(p).resolve()) for p in crawl]
-    for name in DATA_STAGES[: DATA_STAGES.index(until) + 1]:
-        path = stage_task_for(name, store)(name, upstream, configs[name], store, workers)
-        outputs[name] = path
-        upstream = [path]
+
+def registered(names) -> list[str]:
+    return [n for n in names if n in STAGE_MODULES]
+
+
+def _stages(names) -> list:
+    return [get_stage(n) for n in registered(names)]
+
+
+# --------------------------------------------------------------------------------- the chain
+
+@contextmanager
+def shard_runner(runner: str, dask_address: str):
+    """`local`: each stage is one task using the runner's worker processes. `dask`: shard stages
+    become one task per input file on a Dask cluster (the one at `dask_address`, or a LocalCluster
+    of 2 workers started for this flow run)."""
+    if runner not in RUNNERS:
+        raise ValueError(f"runner must be one of {', '.join(RUNNERS)}, not {runner!r}")
+    if runner == "local":
+        yield None
+        return
+    import dask
+    from prefect_dask import DaskTaskRunner
+
+    if dask_address:
+        task_runner = DaskTaskRunner(address=dask_address)
+    else:
+        task_runner = DaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "processes": True,
+                                                     "dashboard_address": None})
+    # Shard tasks start the runner's watched worker process: Dask workers may not be daemonic.
+    with dask.config.set({"distributed.worker.daemon": False}), task_runner:
+        yield task_runner
+
+
+def run_stages(names, first_inputs: list[str], configs: dict[str, Any], store: str, workers: int = 0,
+               task_runner=None, outputs: dict[str, str] | None = None) -> dict[str, str]:
+    """Run the registered stages of `names` in order; each reads the artifact of the stage before
+    it (or INPUT_OF), the first reads `first_inputs`. Returns {stage: artifact folder}."""
+    logger = get_run_logger()
+    outputs = dict(outputs or {})
+    upstream = list(first_inputs)
+    for name in names:
+        if name not in STAGE_MODULES:
+            logger.info("%s: stage not registered yet, skipped", name)
+            continue
+        if name in INPUT_OF and INPUT_OF[name] in outputs:
+            inputs = [outputs[INPUT_OF[name]]]
+        else:
+            inputs = upstream
+        config = configs.get(name) or get_stage(name).config_cls()
+        config, missing = _fill_references(name, config, outputs)
+        if missing:
+            logger.info("%s: skipped, no %s artifact to read (set %s.%s)", name, missing[1], name, missing[0])
+            continue
+        outputs[name] = run_one(name, inputs, config, store, workers, task_runner)
+        upstream = [outputs[name]]
+    return outputs
+
+
+def _fill_references(name: str, config, outputs: dict[str, str]):
+    for knob, source in REFERENCE_KNOBS.get(name, {}).items():
+        if not hasattr(config, knob) or getattr(config, knob):
+            continue
+        if source not in outputs:
+            return config, (knob, source)
+        config = dataclasses.replace(config, **{knob: outputs[source]})
+    return config, None
+
+
+def run_one(name: str, inputs: list[str], config, store: str, workers: int = 0, task_runner=None) -> str:
+    stage = get_stage(name)
+    if task_runner is not None and stage.kind == "shard":
+        shard = shard_task_for(name, store)
+        futures = [task_runner.submit(shard, parameters={"stage_name": name, "file": f, "config": config,
+                                                         "store_root": store})
+                   for f in stage_input_files(name, inputs)]
+        wait(futures)
+        for future in futures:
+            future.result()  # raises the first shard's error
+    return stage_task_for(name, store)(name, inputs, config, store, workers)
+
+
+def _resolved(paths) -> list[str]:
+    return [str(Path(p).resolve()) for p in paths]
+
+
+def _configs(values: dict, names) -> dict[str, Any]:
+    return {n: values[parameter_name(n)] for n in registered(names) if parameter_name(n) in values}
+
+
+def _until(until: str, names) -> list[str]:
+    if until not in PIPELINE:
+        raise ValueError(f"until must be one of {', '.join(PIPELINE)}, not {until!r}")
+    return [n for n in names if PIPELINE.index(n) <= PIPELINE.index(until)]
+
+
+# ------------------------------------------------------------------------------------- flows
+
+def _common(until_default: str | None = None, runner: bool = True) -> list[inspect.Parameter]:
+    P = inspect.Parameter
+    params = [P("store", P.KEYWORD_ONLY, annotation=str, default=str(default_root().resolve())),
+              P("workers", P.KEYWORD_ONLY, annotation=int, default=0)]
+    if until_default:
+        params.insert(1, P("until", P.KEYWORD_ONLY, annotation=str, default=until_default))
+    if runner:
+        params += [P("runner", P.KEYWORD_ONLY, annotation=str, default="local"),
+                   P("dask_address", P.KEYWORD_ONLY, annotation=str, default="")]
+    return params
+
+
+def _input(name: str, default: list[str] | None = None) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=list[str],
+                             default=inspect.Parameter.empty if default is None else default)
+
+
+def _data(**values) -> dict[str, str]:
+    names = _until(values.get("until", "dedup"), SUBFLOWS["data"])
+    store = str(Path(values.get("store") or default_root()).resolve())
+    with shard_runner(values.get("runner", "local"), values.get("dask_address", "")) as task_runner:
+        outputs = run_stages(names, _resolved(values.get("crawl") or [SAMPLE_CRAWL]), _configs(values, names),
+                             store, values.get("workers", 0), task_runner)
     get_run_logger().info("artifacts: %s", outputs)
     return outputs
+
+
+data_pipeline = flow(name="scratchlm-data", log_prints=True)(with_signature(
+    _data, "data_pipeline",
+    [_input("crawl", [SAMPLE_CRAWL])] + _common("dedup") + stage_parameters(_stages(SUBFLOWS["data"])),
+    "Data stages on a crawl (WARC files or folders) up to `until`; returns each stage's artifact folder."))
+
+
+def _tokens(**values) -> dict[str, str]:
+    names = SUBFLOWS["tokens"]
+    store = str(Path(values.get("store") or default_root()).resolve())
+    configs = _configs(values, names)
+    outputs: dict[str, str] = {}
+    if values.get("tokenizer"):  # a fixed tokenizer: no training
+        names = ("tokenize",)
+        outputs["train-tokenizer"] = str(Path(values["tokenizer"]).resolve())
+        if "tokenize" in STAGE_MODULES:
+            config = configs.get("tokenize") or get_stage("tokenize").config_cls()
+            configs["tokenize"] = dataclasses.replace(config, tokenizer=outputs["train-tokenizer"])
+    result = run_stages(names, _resolved(values["corpus"]), configs, store, values.get("workers", 0), outputs=outputs)
+    return {k: v for k, v in result.items() if k in SUBFLOWS["tokens"]}
+
+
+tokens_pipeline = flow(name="scratchlm-tokens", log_prints=True)(with_signature(
+    _tokens, "tokens_pipeline",
+    [_input("corpus"), inspect.Parameter("tokenizer", inspect.Parameter.KEYWORD_ONLY, annotation=str, default="")]
+    + _common(runner=False) + stage_parameters(_stages(SUBFLOWS["tokens"])),
+    "Train a tokenizer on a corpus (a dedup artifact, or Parquet/JSONL) and tokenize it; with `tokenizer` "
+    "(a train-tokenizer artifact) that tokenizer is used as is."))
+
+
+def _model(**values) -> dict[str, str]:
+    names = SUBFLOWS["model"]
+    store = str(Path(values.get("store") or default_root()).resolve())
+    return run_stages(names, _resolved(values["tokens"]), _configs(values, names), store, values.get("workers", 0))
+
+
+model_pipeline = flow(name="scratchlm-model", log_prints=True)(with_signature(
+    _model, "model_pipeline",
+    [_input("tokens")] + _common(runner=False) + stage_parameters(_stages(SUBFLOWS["model"])),
+    "Pretrain a GPT on a token artifact and evaluate it (run this deployment where the GPU is)."))
+
+
+def _pipeline(**values) -> dict[str, str]:
+    until = values.get("until", "evaluate")
+    _until(until, PIPELINE)
+    common = {k: values[k] for k in ("store", "workers") if k in values}
+    pick = lambda part: {parameter_name(n): values[parameter_name(n)] for n in registered(SUBFLOWS[part])  # noqa: E731
+                         if parameter_name(n) in values}
+    data_until = until if until in SUBFLOWS["data"] else "dedup"
+    outputs = data_pipeline(crawl=values.get("crawl") or [SAMPLE_CRAWL], until=data_until,
+                            runner=values.get("runner", "local"), dask_address=values.get("dask_address", ""),
+                            **common, **pick("data"))
+    if _until(until, SUBFLOWS["tokens"]) and "dedup" in outputs:
+        outputs.update(tokens_pipeline(corpus=[outputs["dedup"]], **common, **pick("tokens")))
+    if _until(until, SUBFLOWS["model"]) and "tokenize" in outputs:
+        outputs.update(model_pipeline(tokens=[outputs["tokenize"]], **common, **pick("model")))
+    elif _until(until, SUBFLOWS["model"]):
+        get_run_logger().info("model stages skipped: no token artifact")
+    _finish(outputs, values)
+    return outputs
+
+
+def _finish(outputs: dict[str, str], values: dict) -> None:
+    """The run report: a markdown artifact in Prefect and report.md in the store."""
+    try:
+        from flows.report import publish_report
+    except ImportError:  # report module not available: the run itself is complete
+        return
+    publish_report(outputs, str(Path(values.get("store") or default_root()).resolve()))
+
+
+scratchlm_pipeline = flow(name="scratchlm-pipeline", log_prints=True)(with_signature(
+    _pipeline, "scratchlm_pipeline",
+    [_input("crawl", [SAMPLE_CRAWL])] + _common("evaluate") + stage_parameters(_stages(PIPELINE)),
+    "The whole DAG: crawl → corpus → tokens → model → scores, up to `until`. Ends with a run report."))
+
+
+def _incremental(**values) -> dict[str, str]:
+    """Data stages over the whole crawl (per-shard caching computes only new WARC files; dedup
+    reuses unchanged parts), then tokenize with the FIXED tokenizer given."""
+    store = str(Path(values.get("store") or default_root()).resolve())
+    tokenizer = values.get("tokenizer")
+    if not tokenizer:
+        raise ValueError("retokenize-incremental needs `tokenizer`: a train-tokenizer artifact folder")
+    common = {k: values[k] for k in ("store", "workers") if k in values}
+    data_params = {parameter_name(n): values[parameter_name(n)] for n in registered(SUBFLOWS["data"])
+                   if parameter_name(n) in values}
+    outputs = data_pipeline(crawl=values["crawl"], until="dedup", runner=values.get("runner", "local"),
+                            dask_address=values.get("dask_address", ""), **common, **data_params)
+    token_params = {"tokenize": values["tokenize"]} if "tokenize" in values else {}
+    outputs.update(tokens_pipeline(corpus=[outputs["dedup"]], tokenizer=tokenizer, **common, **token_params))
+    if "tokenize" in outputs:
+        # The token dataset pretraining should read next, also kept beside the artifacts.
+        write_json_atomic(Path(store) / "next-pretrain-tokens.json",
+                          {"tokens": outputs["tokenize"], "tokenizer": outputs["train-tokenizer"],
+                           "crawl": _resolved(values["crawl"])})
+        get_run_logger().info("pretraining should read next: %s", outputs["tokenize"])
+        outputs["next_pretrain_tokens"] = outputs["tokenize"]
+    return outputs
+
+
+retokenize_incremental = flow(name="retokenize-incremental", log_prints=True)(with_signature(
+    _incremental, "retokenize_incremental",
+    [_input("crawl", [SAMPLE_CRAWL]),
+     inspect.Parameter("tokenizer", inspect.Parameter.KEYWORD_ONLY, annotation=str, default="")]
+    + _common() + stage_parameters(_stages(SUBFLOWS["data"] + ("tokenize",))),
+    "New crawl files → data stages (only new shards compute) → tokenize with a fixed tokenizer. "
+    "The result's `next_pretrain_tokens` is the token dataset pretraining should read next."))
+
+
+def _make_stage_flow(name: str):
+    stage = get_stage(name)
+    P = inspect.Parameter
+    params = [_input("inputs")] + _common(runner=False)
+    if stage.kind == "global":
+        params.append(P("against", P.KEYWORD_ONLY, annotation=list[str], default=[]))
+    params += stage_parameters([stage])
+
+    def run(**values) -> dict[str, str]:
+        store = str(Path(values.get("store") or default_root()).resolve())
+        config = values.get(parameter_name(name)) or stage.config_cls()
+        task = stage_task_for(name, store)
+        return {name: task(name, _resolved(values["inputs"]), config, store, values.get("workers", 0),
+                           against=_resolved(values.get("against") or []))}
+
+    fn = with_signature(run, f"stage_{parameter_name(name)}", params, f"{name}: {stage.description}")
+    return flow(name=f"stage-{name}", log_prints=True)(fn)
+
+
+STAGE_FLOWS = {name: _make_stage_flow(name) for name in STAGE_MODULES}
+globals().update({f.fn.__name__: f for f in STAGE_FLOWS.values()})  # importable by a served deployment
+
+SUBFLOW_OBJECTS = {"data": data_pipeline, "tokens": tokens_pipeline, "model": model_pipeline}
