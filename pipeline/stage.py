@@ -27,6 +27,7 @@ import pyarrow as pa
 from pipeline.documents import DOCUMENT_SUFFIXES, read_documents
 
 MAX_FAULT_MESSAGES = 20  # per input file, kept in the manifest beside the counts
+MAX_FAULT_WARNINGS = 5  # per input file and reason, printed; the rest are counted and summed up in one line
 
 Step = Callable[[Iterator[dict], Any, "ShardContext"], Iterator[dict]]
 
@@ -41,6 +42,8 @@ class ShardContext:
         self.dropped: Counter = Counter()
         self.faults: Counter = Counter()
         self.fault_messages: list[str] = []
+        self.shown: Counter = Counter()  # faults of the current file printed, by reason
+        self.unshown: Counter = Counter()  # and those counted but not printed
         self.skipped: Counter = Counter()
         self.rejects: list[dict] = []
         self.signal_columns = tuple(signal_columns)
@@ -59,8 +62,21 @@ class ShardContext:
         self.faults[reason] += 1
         if len(self.fault_messages) < MAX_FAULT_MESSAGES:
             self.fault_messages.append(message)
-        if not self.quiet:
+        if self.quiet:
+            return
+        if self.shown[reason] < MAX_FAULT_WARNINGS:
+            self.shown[reason] += 1
             print(f"warning: {message}", file=sys.stderr, flush=True)
+        else:
+            self.unshown[reason] += 1
+
+    def end_of_file(self, name: str | None = None) -> None:
+        """After the last fault of a file: one line for the warnings that were not printed."""
+        for reason, count in sorted(self.unshown.items()):
+            print(f"warning: {name or self.source.name}: and {count} more like this ({reason}; all counted in the manifest)",
+                  file=sys.stderr, flush=True)
+        self.shown.clear()  # a context reused for the next file (dedup) starts afresh
+        self.unshown.clear()
 
     def skip(self, reason: str) -> None:
         """Input that is not a document for this stage (e.g. a WARC request record): counted only."""
@@ -83,7 +99,8 @@ def _preview(doc: dict, limit: int = 2000) -> str:
 
 
 def read_document_shard(path: Path, config: Any, ctx: ShardContext) -> Iterator[dict]:
-    return read_documents(path, ctx.fault)
+    yield from read_documents(path, ctx.fault)
+    ctx.end_of_file()
 
 
 def no_references(config: Any) -> list[Path]:
@@ -108,15 +125,29 @@ class ShardStage:
     signals: tuple[tuple[str, str | None], ...] = ()
     references: Callable[[Any], list[Path]] = no_references
     input_files: Callable[[Sequence], list[Path]] | None = None
+    # Set for stages that carry only some input columns (tokenize keeps id/url/language/source).
+    kept_columns: tuple[str, ...] | None = None
+    # Added fields whose type depends on the config (token ids: uint16 or uint32 by vocabulary).
+    config_fields: Callable[[Any], tuple[pa.Field, ...]] | None = None
+    # Files of other artifacts copied beside the data (tokenize: the tokenizer.json it used).
+    side_files: Callable[[Any], dict[str, Path]] | None = None
+    write_batch_rows: int = 2048  # rows per Parquet row group
     kind: str = field(default="shard", init=False)
 
-    def output_schema(self, input_schema: pa.Schema | None) -> pa.Schema | None:
+    def fields_added(self, config: Any = None) -> tuple[pa.Field, ...]:
+        extra = self.config_fields(config) if self.config_fields is not None and config is not None else ()
+        return tuple(self.added_fields) + tuple(extra)
+
+    def output_schema(self, input_schema: pa.Schema | None, config: Any = None) -> pa.Schema | None:
         """Input columns, less the removed ones, plus the added ones. Without an input schema
         (WARC, JSONL) a source stage defines every column; otherwise the first batch decides."""
+        added = self.fields_added(config)
         if input_schema is None:
-            return pa.schema(self.added_fields) if self.input_suffixes != DOCUMENT_SUFFIXES else None
-        replaced = {f.name for f in self.added_fields} | set(self.removed_columns)
-        return pa.schema([f for f in input_schema if f.name not in replaced] + list(self.added_fields))
+            return pa.schema(added) if self.input_suffixes != DOCUMENT_SUFFIXES else None
+        replaced = {f.name for f in added} | set(self.removed_columns)
+        carried = [f for f in input_schema if f.name not in replaced
+                   and (self.kept_columns is None or f.name in self.kept_columns)]
+        return pa.schema(carried + list(added))
 
 
 @dataclass(frozen=True)
