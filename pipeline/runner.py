@@ -35,7 +35,6 @@ from storage.keys import content_key, file_digest
 from storage.store import ArtifactStore, AtomicDir, describe_file
 
 SHARD_MANIFEST = "shard.json"
-WRITE_BATCH_ROWS = 2048
 MAX_RESTARTS_PER_SHARD = 25
 PARQUET_OPTIONS = dict(compression="zstd", use_dictionary=True, write_statistics=True)
 # Columns unique per row gain nothing from dictionary encoding and cost a hash per value.
@@ -52,6 +51,12 @@ class RunOptions:
     keep_rejects: int = knob(0, "Write up to N dropped documents per drop reason to rejects.parquet for inspection.")
     doc_timeout: float = knob(30.0, "Seconds one document may take before it is dropped (reason doc_timeout).", in_key=False)
     progress: bool = knob(True, "Show a progress bar on stderr.", in_key=False)
+
+
+@dataclass(frozen=True)
+class CopyOf:
+    """A side file to copy into the artifact, as opposed to a scratch file moved there."""
+    path: Path
 
 
 @dataclass
@@ -160,11 +165,15 @@ def _run_shards(stage: ShardStage, files, digests, config, store: ArtifactStore,
     stats = _sum_stats([s["stats"] for s in shards])
     stats["fault_messages"] = messages[:100]
     stats["shards"] = {"total": len(shards), "computed": len(todo), "reused": len(shards) - len(todo)}
+    if stage.summarize is not None:
+        stats.update(stage.summarize(stats))
     outputs = [(shard_dirs[i] / "data.parquet", f"part-{i:05d}.parquet", shards[i]["rows"]) for i in range(len(shards))]
     side = {}
     rejects = [d / "rejects.parquet" for d in shard_dirs if (d / "rejects.parquet").exists()]
     if rejects:
         side["rejects.parquet"] = pa.concat_tables([pq.read_table(p) for p in rejects])
+    if stage.side_files is not None:
+        side.update({name: CopyOf(path) for name, path in stage.side_files(config).items()})
     signal_files = [d / "signals.parquet" for d in shard_dirs if (d / "signals.parquet").exists()]
     if signal_files:
         side["signals.parquet"] = pa.concat_tables([pq.read_table(p) for p in signal_files], promote_options="default")
@@ -327,7 +336,8 @@ def compute_shard(stage: ShardStage, config, path: Path, shard_dir: Path, keep_r
     counts = {"docs_in": 0, "bytes_in": 0, "docs_out": 0, "bytes_out": 0}
     error = None
     input_schema = _input_schema(stage, path)
-    schema = stage.output_schema(input_schema)
+    schema = stage.output_schema(input_schema, config)
+    added_fields = stage.fields_added(config)
 
     def counted_input():
         for doc in stage.read(path, config, ctx):
@@ -349,6 +359,8 @@ def compute_shard(stage: ShardStage, config, path: Path, shard_dir: Path, keep_r
         def flush():
             nonlocal writer, schema
             table = pa.Table.from_pylist(batch, schema=schema)
+            if schema is None:  # JSONL input: inferred columns, but the stage's own have their declared types
+                table = _conform(table, added_fields, stage.kept_columns)
             if writer is None:
                 schema = table.schema
                 writer = pq.ParquetWriter(out.path("data.parquet"), schema, **_parquet_options(schema))
@@ -361,7 +373,7 @@ def compute_shard(stage: ShardStage, config, path: Path, shard_dir: Path, keep_r
                 counts["docs_out"] += 1
                 counts["bytes_out"] += _size(doc.get(stage.bytes_out_column))
                 batch.append(doc)
-                if len(batch) >= WRITE_BATCH_ROWS:
+                if len(batch) >= stage.write_batch_rows:
                     flush()
         except ShardError as exc:
             ctx.fault(exc.reason, str(exc))
@@ -389,6 +401,16 @@ def compute_shard(stage: ShardStage, config, path: Path, shard_dir: Path, keep_r
         }
         out.commit(manifest)
     return manifest
+
+
+def _conform(table: pa.Table, fields: Sequence[pa.Field], kept_columns: Sequence[str] | None) -> pa.Table:
+    own = {f.name: f for f in fields}
+    columns = [c for c in table.column_names if c in own or kept_columns is None or c in kept_columns]
+    table = table.select(columns)
+    for name, wanted in own.items():
+        if name in table.column_names and table.schema.field(name).type != wanted.type:
+            table = table.set_column(table.column_names.index(name), wanted, table.column(name).cast(wanted.type))
+    return table
 
 
 def _input_schema(stage: ShardStage, path: Path) -> pa.Schema | None:
@@ -445,6 +467,9 @@ def _materialise(out: AtomicDir, outputs, side) -> dict:
         if isinstance(value, pa.Table):
             pq.write_table(value, target, **PARQUET_OPTIONS)
             side_described.append(describe_file(target, value.num_rows))
+        elif isinstance(value, CopyOf):  # another artifact's file: never moved away from it
+            shutil.copyfile(value.path, target)
+            side_described.append(describe_file(target))
         else:
             os.replace(value, target)
             side_described.append(describe_file(target))

@@ -132,6 +132,8 @@ class ShardStage:
     # Files of other artifacts copied beside the data (tokenize: the tokenizer.json it used).
     side_files: Callable[[Any], dict[str, Path]] | None = None
     write_batch_rows: int = 2048  # rows per Parquet row group
+    # Extra manifest figures computed from the summed stats (tokenize: tokens per split and per byte).
+    summarize: Callable[[dict], dict] | None = None
     kind: str = field(default="shard", init=False)
 
     def fields_added(self, config: Any = None) -> tuple[pa.Field, ...]:

@@ -10,6 +10,7 @@ STAGE_MODULES = {
     "quality": "pipeline.stages.quality",
     "dedup": "pipeline.stages.dedup",
     "train-tokenizer": "pipeline.stages.train_tokenizer",
+    "tokenize": "pipeline.stages.tokenize",
 }
 
 
