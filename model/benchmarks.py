@@ -1,0 +1,338 @@
+"""Benchmark files in the formats people already have, and a benchmark made from our own crawl.
+
+Multiple choice (scored by the log-likelihood of each continuation given the context):
+- HellaSwag-style: `ctx`, `endings` (list), `label` (index; int or "2")
+- ARC-style: `question`, `choices` {`text`: [...], `label`: [...]}, `answerKey` (one of the labels)
+- PIQA-style: `goal`, `sol1`, `sol2`, `label` (0 or 1)
+Cloze (LAMBADA-style): `text` (the last word is the target) or `context` + `target`.
+
+Prompts are lm-evaluation-harness's for the same tasks (hellaswag uses `ctx` as is; ARC and PIQA
+"Question: ...\\nAnswer:"), and every choice is preceded by its target delimiter " ", so our
+scores and lm-eval's on the same file are the same numbers (benchmarks/lm_eval_parity.py).
+
+A bad file raises BenchmarkError with one line naming the file and the line: not JSON, a missing
+field, a label out of range, an empty file.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+FORMATS = ("hellaswag", "arc", "piqa", "lambada")
+TARGET_DELIMITER = " "  # lm-eval's default between a multiple-choice context and each choice
+
+
+class BenchmarkError(ValueError):
+    """A benchmark file that cannot be used; the message is one line naming file and line."""
+
+
+@dataclass
+class ChoiceItem:
+    context: str
+    choices: list[str]  # as written in the file; scored as TARGET_DELIMITER + choice
+    label: int
+
+
+@dataclass
+class ClozeItem:
+    context: str
+    target: str  # scored as the continuation of context, e.g. " word"
+
+
+@dataclass
+class Benchmark:
+    name: str
+    path: Path
+    format: str
+    items: list
+
+    @property
+    def kind(self) -> str:
+        return "cloze" if self.format == "lambada" else "multiple_choice"
+
+
+# ------------------------------------------------------------------------------------ reading
+
+def read_records(path: Path) -> Iterator[tuple[int, object]]:
+    """(line number, parsed record) of a JSONL(.gz) or Parquet file; bad JSON is a BenchmarkError."""
+    name = path.name.lower()
+    if name.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+        except Exception as exc:  # noqa: BLE001 - an unreadable file is the user's input problem
+            raise BenchmarkError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+        for row, record in enumerate(table.to_pylist(), 1):
+            yield row, record
+        return
+    opener = gzip.open if name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as raw:
+            for line_no, line in enumerate(io.TextIOWrapper(raw, encoding="utf-8", errors="strict"), 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield line_no, json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise BenchmarkError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
+    except UnicodeDecodeError:
+        raise BenchmarkError(f"{path}: not UTF-8 text (expected JSONL or Parquet)") from None
+    except OSError as exc:
+        raise BenchmarkError(f"{path}: unreadable ({_first_line(exc)})") from None
+
+
+def detect_format(record: dict) -> str | None:
+    keys = set(record)
+    if {"ctx", "endings"} <= keys:
+        return "hellaswag"
+    if {"question", "choices", "answerKey"} <= keys:
+        return "arc"
+    if {"goal", "sol1", "sol2"} <= keys:
+        return "piqa"
+    if "text" in keys or {"context", "target"} <= keys:
+        return "lambada"
+    return None
+
+
+def read_benchmark(path: str | Path, format: str = "auto", limit: int = 0) -> Benchmark:
+    """Every item of a benchmark file (the first `limit` if > 0), validated."""
+    path = Path(path)
+    if not path.is_file():
+        raise BenchmarkError(f"{path}: no such file")
+    if format not in ("auto",) + FORMATS:
+        raise BenchmarkError(f"{path}: unknown benchmark format {format!r} (formats: auto, {', '.join(FORMATS)})")
+    items = []
+    chosen = None if format == "auto" else format
+    for line_no, record in read_records(path):
+        where = f"{path}:{line_no}"
+        if not isinstance(record, dict):
+            raise BenchmarkError(f"{where}: a line must be a JSON object, not {type(record).__name__}")
+        if chosen is None:
+            chosen = detect_format(record)
+            if chosen is None:
+                raise BenchmarkError(f"{where}: cannot tell the format from the fields ({', '.join(sorted(record)) or 'none'}); "
+                                     "expected HellaSwag (ctx, endings, label), ARC (question, choices, answerKey), "
+                                     "PIQA (goal, sol1, sol2, label) or LAMBADA (text, or context and target)")
+        items.append(_PARSERS[chosen](record, where))
+        if limit and len(items) >= limit:
+            break
+    if not items:
+        raise BenchmarkError(f"{path}: empty file (no benchmark items)")
+    return Benchmark(name=_benchmark_name(path), path=path, format=chosen, items=items)
+
+
+def _benchmark_name(path: Path) -> str:
+    name = path.name
+    for suffix in (".gz", ".jsonl", ".json", ".parquet"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+    return name
+
+
+def _field(record: dict, name: str, where: str, kind: type | tuple = str):
+    if name not in record:
+        raise BenchmarkError(f"{where}: missing field '{name}'")
+    value = record[name]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        raise BenchmarkError(f"{where}: field '{name}' must be {' or '.join(k.__name__ for k in kinds)}, "
+                             f"not {type(value).__name__}")
+    return value
+
+
+def _string_list(record: dict, name: str, where: str, parent: dict | None = None) -> list[str]:
+    values = _field(parent if parent is not None else record, name, where, list)
+    if len(values) < 2:
+        raise BenchmarkError(f"{where}: field '{name}' needs at least 2 choices, has {len(values)}")
+    if not all(isinstance(v, str) for v in values):
+        raise BenchmarkError(f"{where}: field '{name}' must be a list of strings")
+    return values
+
+
+def _index_label(record: dict, where: str, n_choices: int) -> int:
+    value = _field(record, "label", where, (int, str))
+    if isinstance(value, str):
+        if not value.strip().lstrip("-").isdigit():
+            raise BenchmarkError(f"{where}: field 'label' must be a choice index, not {value!r}")
+        value = int(value)
+    if not 0 <= value < n_choices:
+        raise BenchmarkError(f"{where}: label {value} out of range for {n_choices} choices (0..{n_choices - 1})")
+    return value
+
+
+def _hellaswag(record: dict, where: str) -> ChoiceItem:
+    context = _field(record, "ctx", where)
+    endings = _string_list(record, "endings", where)
+    return ChoiceItem(context, endings, _index_label(record, where, len(endings)))
+
+
+def _arc(record: dict, where: str) -> ChoiceItem:
+    question = _field(record, "question", where)
+    choices = _field(record, "choices", where, dict)
+    texts = _string_list(record, "text", where, parent=choices) if "text" in choices else None
+    if texts is None or "label" not in choices:
+        raise BenchmarkError(f"{where}: field 'choices' must have 'text' and 'label' lists")
+    labels = [str(v) for v in _field(choices, "label", where, list)]
+    if len(labels) != len(texts):
+        raise BenchmarkError(f"{where}: choices has {len(texts)} texts but {len(labels)} labels")
+    answer = str(_field(record, "answerKey", where, (str, int)))
+    if answer not in labels:
+        raise BenchmarkError(f"{where}: answerKey {answer!r} is not one of the choice labels {labels}")
+    return ChoiceItem(f"Question: {question}\nAnswer:", texts, labels.index(answer))
+
+
+def _piqa(record: dict, where: str) -> ChoiceItem:
+    goal = _field(record, "goal", where)
+    solutions = [_field(record, "sol1", where), _field(record, "sol2", where)]
+    return ChoiceItem(f"Question: {goal}\nAnswer:", solutions, _index_label(record, where, 2))
+
+
+def _lambada(record: dict, where: str) -> ClozeItem:
+    if "context" in record and "target" in record:
+        context, target = _field(record, "context", where), _field(record, "target", where)
+        if not target.strip():
+            raise BenchmarkError(f"{where}: field 'target' is empty")
+        if not context[-1:].isspace() and not target[:1].isspace():
+            target = " " + target  # the target is the next word, not a suffix of the last one
+        return ClozeItem(context, target)
+    text = _field(record, "text", where)
+    context, space, last = text.rstrip().rpartition(" ")  # lm-eval: text.split(' ')[:-1] / ' ' + last
+    if not space or not last or not context:
+        raise BenchmarkError(f"{where}: field 'text' needs at least two words (the last one is the target)")
+    return ClozeItem(context, " " + last)
+
+
+_PARSERS = {"hellaswag": _hellaswag, "arc": _arc, "piqa": _piqa, "lambada": _lambada}
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+# --------------------------------------------------------------- the benchmark made from our crawl
+
+@dataclass
+class ContinuationTaskConfig:
+    items: int = 1000          # at most this many items (fewer if the documents do not have them)
+    context_words: int = 24    # the start of a paragraph the model is given
+    ending_words: int = 12     # each ending: the true next words, or the same span of another document
+    choices: int = 4
+    seed: int = 0
+
+
+def continuation_items(documents: Iterable[tuple[str, str]], config: ContinuationTaskConfig) -> list[dict]:
+    """HellaSwag-format items from (id, text) documents: "which continuation is the real one".
+
+    Each document gives at most one item: a paragraph (a line of extracted text) long enough for a
+    context and an ending, picked at random. The wrong endings are the true endings of other
+    documents' items (the same word span after the same number of words), so they are fluent text
+    of the same length; only the fit to the context tells them apart. Deterministic by seed."""
+    rng = random.Random(config.seed)
+    needed = config.context_words + config.ending_words
+    candidates, seen_contexts = [], set()
+    for doc_id, text in documents:
+        paragraphs = [p.split() for p in re.split(r"\n+", text or "")]
+        paragraphs = [w for w in paragraphs if len(w) >= needed]
+        if not paragraphs:
+            continue
+        words = paragraphs[rng.randrange(len(paragraphs))]
+        context = " ".join(words[:config.context_words])
+        ending = " ".join(words[config.context_words:needed])
+        if context in seen_contexts:  # boilerplate repeated across pages: one item is enough
+            continue
+        seen_contexts.add(context)
+        candidates.append((doc_id, context, ending))
+    if len(candidates) < config.choices:
+        raise BenchmarkError(f"only {len(candidates)} documents have a paragraph of {needed}+ words; "
+                             f"need at least {config.choices} (fewer --context-words/--ending-words?)")
+    rng.shuffle(candidates)
+    chosen = candidates[:config.items]
+    items = []
+    for index, (doc_id, context, ending) in enumerate(chosen):
+        wrong: list[str] = []
+        while len(wrong) < config.choices - 1:
+            other = candidates[rng.randrange(len(candidates))]
+            if other[0] != doc_id and other[2] != ending and other[2] not in wrong:
+                wrong.append(other[2])
+        label = rng.randrange(config.choices)
+        endings = wrong[:label] + [ending] + wrong[label:]
+        items.append({"id": doc_id, "ctx": context, "endings": endings, "label": label,
+                      "source": "scratchlm-continuation"})
+    return items
+
+
+def read_held_out_documents(inputs: Sequence[str | Path], split: str = "val",
+                            language: str | None = None) -> Iterator[tuple[str, str]]:
+    """(id, text) of documents to make a benchmark from, in a fixed order.
+
+    A token artifact (a folder with tokenizer.json and Parquet parts with `tokens` and `split`)
+    gives its `split` documents, decoded; JSONL/Parquet with a `text` column gives every row
+    (hold them out of training yourself). `language` keeps rows whose `language` column matches."""
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files = sorted(path.glob("part-*.parquet")) or sorted(
+                p for p in path.rglob("*") if p.name.lower().endswith((".parquet", ".jsonl", ".jsonl.gz")))
+            if not files:
+                raise BenchmarkError(f"{path}: no Parquet or JSONL files in this folder")
+            tokenizer_file = path / "tokenizer.json"
+        elif path.is_file():
+            files, tokenizer_file = [path], path.parent / "tokenizer.json"
+        else:
+            raise BenchmarkError(f"{path}: no such file or folder")
+        for file in files:
+            yield from _documents_of(file, tokenizer_file, split, language)
+
+
+def _documents_of(path: Path, tokenizer_file: Path, split: str, language: str | None):
+    if path.name.lower().endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        try:
+            parquet = pq.ParquetFile(path)
+        except Exception as exc:  # noqa: BLE001
+            raise BenchmarkError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+        names = parquet.schema_arrow.names
+        if "tokens" in names:
+            if not tokenizer_file.is_file():
+                raise BenchmarkError(f"{path}: token data, but no tokenizer.json beside it to decode it")
+            from tokenizers import Tokenizer
+
+            tokenizer = Tokenizer.from_file(str(tokenizer_file))
+            columns = [c for c in ("id", "tokens", "split", "language") if c in names]
+            for batch in parquet.iter_batches(columns=columns, batch_size=1024):
+                for row in batch.to_pylist():
+                    if row.get("split", split) != split or (language and row.get("language") != language):
+                        continue
+                    yield str(row.get("id")), tokenizer.decode(row["tokens"])
+            return
+        if "text" not in names:
+            raise BenchmarkError(f"{path}: has neither a 'text' nor a 'tokens' column (columns: {', '.join(names)})")
+        records = enumerate(parquet.read(columns=[c for c in ("id", "text", "language") if c in names]).to_pylist(), 1)
+    else:
+        records = read_records(path)
+    for row, record in records:
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise BenchmarkError(f"{path}:{row}: no 'text' string")
+        if language and record.get("language") != language:
+            continue
+        yield str(record.get("id", f"{path.stem}:{row}")), record["text"]
+
+
+def write_jsonl(items: list[dict], output: Path) -> None:
+    """Written to a temporary name and renamed, so a crash leaves no half file."""
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for item in items:
+            f.write(json.dumps(item, ensure_ascii=False) + "\n")
+    tmp.replace(output)

@@ -1,0 +1,71 @@
+"""Small real things for the evaluation, generation and export tests: a byte-level BPE tokenizer
+trained here with the project's special tokens (last ids, contract order) and tiny GPTs."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>", "<|bos|>", "<|user_start|>", "<|user_end|>",
+                  "<|assistant_start|>", "<|assistant_end|>", "<|reserved_0|>"]
+
+ANIMALS = ["cat", "dog", "horse", "sheep", "goat", "mouse", "bird", "fish"]
+SOUNDS = {"cat": "meows", "dog": "barks", "horse": "neighs", "sheep": "bleats", "goat": "bleats",
+          "mouse": "squeaks", "bird": "sings", "fish": "swims"}
+
+
+def pattern_text(n: int = 400, seed: int = 0) -> list[str]:
+    """Documents with a fixed pattern a tiny model learns in a few hundred steps."""
+    rng = random.Random(seed)
+    docs = []
+    for _ in range(n):
+        animal = rng.choice(ANIMALS)
+        docs.append(f"the {animal} {SOUNDS[animal]} loudly. the sky is blue and the grass is green.")
+    return docs
+
+
+def train_tokenizer(path: Path, texts: list[str], vocab_size: int = 300) -> Path:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size - len(SPECIAL_TOKENS), show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(texts, trainer)
+    tokenizer.add_special_tokens(SPECIAL_TOKENS)
+    tokenizer.save(str(path))
+    return path
+
+
+def tiny_gpt(vocab_size: int, seed: int = 0, **overrides):
+    from model.gpt import GPT, GPTConfig
+
+    torch.manual_seed(seed)
+    fields = dict(vocab_size=vocab_size, n_layer=2, n_head=4, n_kv_head=2, n_embd=64, block_size=64)
+    fields.update(overrides)
+    return GPT(GPTConfig(**fields))
+
+
+def train_on(model, tokenizer, texts: list[str], steps: int = 200, seq_len: int = 48, batch_size: int = 16,
+             lr: float = 3e-3, seed: int = 0):
+    """A few hundred AdamW steps on the documents, each followed by <|endoftext|>."""
+    eot = tokenizer.token_to_id("<|endoftext|>")
+    stream = []
+    for text in texts:
+        stream.extend(tokenizer.encode(text).ids + [eot])
+    data = torch.tensor(stream)
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(steps):
+        starts = torch.randint(0, len(data) - seq_len - 1, (batch_size,), generator=generator)
+        x = torch.stack([data[s:s + seq_len] for s in starts])
+        y = torch.stack([data[s + 1:s + seq_len + 1] for s in starts])
+        _, loss = model(x, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    return float(loss.detach())
