@@ -90,60 +90,85 @@ def _knob_listing() -> str:
     import dataclasses
 
     lines = []
-    for name in DATA_STAGES:
+    for name in STAGE_MODULES:
         fields = dataclasses.fields(get_stage(name).config_cls)
         lines.append(f"{name}: " + ", ".join(f"{f.name}={f.default if f.default is not dataclasses.MISSING else f.default_factory()}" for f in fields))
     return "\n\n".join(lines)
 
 
-@app.command("run", help="Run the data pipeline as a Prefect flow (ingest → extract → langid → quality → dedup). "
+@app.command("run", help="Run the pipeline as a Prefect flow (ingest → extract → langid → quality → dedup → "
+                         "train-tokenizer → tokenize → pretrain → evaluate; stages not registered yet are skipped). "
                          "Unchanged stages come back Cached; a changed knob re-runs only what depends on it.\n\n"
                          "Knobs (set with --set STAGE.KNOB=VALUE):\n\n" + _knob_listing())
 def run_pipeline(
     crawl: list[Path] = typer.Option(None, "--crawl", "-c", help="WARC files or folders [default: the bundled sample crawl]."),
     store: Optional[Path] = typer.Option(None, "--store", envvar="SCRATCHLM_STORE", help="Artifact store root [default: ./artifacts]."),
-    until: str = typer.Option("dedup", "--until", help=f"Last stage to run: {', '.join(DATA_STAGES)}."),
+    until: str = typer.Option("dedup", "--until", help="Last stage to run: ingest … dedup, train-tokenizer, tokenize, pretrain, evaluate."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="A knob, STAGE.KNOB=VALUE (repeatable), e.g. quality.min_words=30."),
     workers: int = typer.Option(0, "--workers", help="Worker processes per stage [default: one per core]."),
+    runner: str = typer.Option("local", "--runner", help="local: worker processes on this machine; dask: one Prefect task per input file on a Dask cluster."),
+    dask_address: str = typer.Option("", "--dask-address", help="Scheduler of an existing Dask cluster (tcp://host:8786) [default: a LocalCluster of 2 workers]."),
 ):
+    from flows.pipeline_flow import PIPELINE, RUNNERS
     from storage.store import default_root
 
-    if until not in DATA_STAGES:
-        fail(f"--until must be one of {', '.join(DATA_STAGES)}, not {until!r}")
-    configs = {name: get_stage(name).config_cls() for name in DATA_STAGES}
+    if until not in PIPELINE:
+        fail(f"--until must be one of {', '.join(PIPELINE)}, not {until!r}")
+    if runner not in RUNNERS:
+        fail(f"--runner must be one of {', '.join(RUNNERS)}, not {runner!r}")
+    configs = {name: get_stage(name).config_cls() for name in STAGE_MODULES}
     try:
         configs = parse_assignments(set_ or [], configs)
     except typer.BadParameter as exc:
         fail(str(exc))
-    from flows.pipeline_flow import SAMPLE_CRAWL, data_pipeline
+    from flows.forms import parameter_name
+    from flows.pipeline_flow import SAMPLE_CRAWL, data_pipeline, scratchlm_pipeline
 
     crawl_paths = [str(p) for p in crawl] if crawl else [SAMPLE_CRAWL]
     for p in crawl_paths:
         if not Path(p).exists():
             fail(f"{p}: no such file or folder")
     try:
-        outputs = data_pipeline(crawl=crawl_paths, store=str(store or default_root()), until=until, workers=workers, **configs)
+        flow = data_pipeline if until in DATA_STAGES else scratchlm_pipeline
+        outputs = flow(crawl=crawl_paths, store=str(store or default_root()), until=until, workers=workers, runner=runner,
+                       dask_address=dask_address, **{parameter_name(n): c for n, c in configs.items()
+                                                     if n in DATA_STAGES or flow is scratchlm_pipeline})
     except StageError as exc:
         fail(str(exc))
     from storage.store import load_manifest
 
     for name, path in outputs.items():
+        if name not in STAGE_MODULES:
+            typer.echo(f"{name:8s} {path}", err=True)
+            continue
         stats = load_manifest(path)["stats"]
-        dropped = ", ".join(f"{k} {v}" for k, v in sorted(stats["dropped"].items(), key=lambda kv: -kv[1])[:3])
+        dropped = ", ".join(f"{k} {v}" for k, v in sorted(stats.get("dropped", {}).items(), key=lambda kv: -kv[1])[:3])
         typer.echo(f"{name:8s} {stats['docs_in']:>7} → {stats['docs_out']:<7} docs  {path}" + (f"  (dropped: {dropped})" if dropped else ""), err=True)
-    typer.echo(outputs[until])
+    typer.echo(outputs.get(until) or list(outputs.values())[-1])
 
 
-@app.command("serve", help="Register the pipeline as a Prefect deployment and run what is triggered from the Prefect UI "
-                           "(needs a server: `prefect server start`, then PREFECT_API_URL=http://127.0.0.1:4200/api).")
+@app.command("serve", help="Register the deployments (whole pipeline, each sub-flow, each stage, retokenize-incremental "
+                           "on a cron schedule, crawl-watch polling) and run what is triggered from the Prefect UI or API "
+                           "(needs a server: `scratchlm ui`, then PREFECT_API_URL=http://127.0.0.1:4200/api).")
 def serve_pipeline(
     crawl: list[Path] = typer.Option(None, "--crawl", "-c", help="Default crawl for runs [default: the bundled sample crawl]."),
     store: Optional[Path] = typer.Option(None, "--store", envvar="SCRATCHLM_STORE", help="Artifact store root [default: ./artifacts]."),
-    every_hours: float = typer.Option(0, "--every-hours", help="Also run on a schedule, every N hours (0: only when triggered)."),
+    every_hours: float = typer.Option(0, "--every-hours", help="Also run the data flow on a schedule, every N hours (0: only when triggered)."),
+    cron: str = typer.Option("0 3 * * *", "--cron", help="Schedule of retokenize-incremental (cron, server time zone)."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="The fixed tokenizer (train-tokenizer artifact) of incremental runs [default: the last one used, else the newest in the store]."),
+    poll_minutes: float = typer.Option(5, "--poll-minutes", help="crawl-watch looks for new crawl files this often (0: no crawl-watch)."),
+    only: Optional[list[str]] = typer.Option(None, "--only", help="Serve only these groups: pipeline, data, tokens, model, stages, incremental (e.g. --only model on the GPU machine)."),
 ):
-    from flows.deployments import serve
+    from flows.deployments import GROUPS, serve
 
-    serve([str(p.resolve()) for p in crawl] if crawl else None, str(store.resolve()) if store else None, every_hours)
+    for group in only or []:
+        if group not in GROUPS:
+            fail(f"--only must be among {', '.join(GROUPS)}, not {group!r}")
+    serve([str(p.resolve()) for p in crawl] if crawl else None, str(store.resolve()) if store else None, every_hours,
+          cron, str(tokenizer.resolve()) if tokenizer else "", poll_minutes, tuple(only) if only else GROUPS)
+
+
+import flows.cli_flow  # noqa: E402,F401 - registers `ui` and `report`
 
 
 def _sample_crawl_command():
@@ -180,7 +205,7 @@ app.command("sample-crawl", help="Build a crawl (WARC) of Debian HTML documentat
                                  "by wget: thousands of pages in 10+ languages by default.")(_sample_crawl_command())
 
 
-def _expand_multi_value_options(argv: list[str], names=("--input", "-i", "--against")) -> list[str]:
+def _expand_multi_value_options(argv: list[str], names=("--input", "-i", "--against", "--compare", "--only")) -> list[str]:
     """Accept `--input a b c` as well as `--input a --input b` (click takes one value per flag)."""
     out: list[str] = []
     current = None

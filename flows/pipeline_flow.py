@@ -226,12 +226,19 @@ def _pipeline(**values) -> dict[str, str]:
 
 
 def _finish(outputs: dict[str, str], values: dict) -> None:
-    """The run report: a markdown artifact in Prefect and report.md in the store."""
-    try:
-        from flows.report import publish_report
-    except ImportError:  # report module not available: the run itself is complete
-        return
-    publish_report(outputs, str(Path(values.get("store") or default_root()).resolve()))
+    """The run report: report.md (images beside it) in `<store>/reports/<keys digest>/`, also a
+    markdown artifact in Prefect; its folder is returned as outputs["report"]."""
+    from prefect.artifacts import create_markdown_artifact
+
+    from flows.report import write_report
+    from storage.keys import content_key
+
+    store = Path(values.get("store") or default_root()).resolve()
+    report = write_report(outputs, store / "reports" / content_key(sorted(outputs.items())))
+    create_markdown_artifact(key="scratchlm-run-report", markdown=report.read_text(),
+                             description=f"scratchlm run report ({report})")
+    get_run_logger().info("run report: %s", report)
+    outputs["report"] = str(report.parent)
 
 
 scratchlm_pipeline = flow(name="scratchlm-pipeline", log_prints=True)(with_signature(
@@ -244,9 +251,7 @@ def _incremental(**values) -> dict[str, str]:
     """Data stages over the whole crawl (per-shard caching computes only new WARC files; dedup
     reuses unchanged parts), then tokenize with the FIXED tokenizer given."""
     store = str(Path(values.get("store") or default_root()).resolve())
-    tokenizer = values.get("tokenizer")
-    if not tokenizer:
-        raise ValueError("retokenize-incremental needs `tokenizer`: a train-tokenizer artifact folder")
+    tokenizer = values.get("tokenizer") or fixed_tokenizer(store)
     common = {k: values[k] for k in ("store", "workers") if k in values}
     data_params = {parameter_name(n): values[parameter_name(n)] for n in registered(SUBFLOWS["data"])
                    if parameter_name(n) in values}
@@ -256,12 +261,33 @@ def _incremental(**values) -> dict[str, str]:
     outputs.update(tokens_pipeline(corpus=[outputs["dedup"]], tokenizer=tokenizer, **common, **token_params))
     if "tokenize" in outputs:
         # The token dataset pretraining should read next, also kept beside the artifacts.
-        write_json_atomic(Path(store) / "next-pretrain-tokens.json",
+        write_json_atomic(Path(store) / NEXT_TOKENS,
                           {"tokens": outputs["tokenize"], "tokenizer": outputs["train-tokenizer"],
                            "crawl": _resolved(values["crawl"])})
         get_run_logger().info("pretraining should read next: %s", outputs["tokenize"])
         outputs["next_pretrain_tokens"] = outputs["tokenize"]
     return outputs
+
+
+NEXT_TOKENS = "next-pretrain-tokens.json"
+
+
+def fixed_tokenizer(store: str) -> str:
+    """The tokenizer an incremental run keeps when none is given: the one the previous incremental
+    run used, else the newest train-tokenizer artifact in the store. A new tokenizer is a
+    deliberate full run (scratchlm-pipeline or scratchlm-tokens)."""
+    import json
+
+    record = Path(store) / NEXT_TOKENS
+    if record.is_file():
+        return json.loads(record.read_text())["tokenizer"]
+    from storage.store import ArtifactStore
+
+    found = ArtifactStore(store).artifacts("train-tokenizer")
+    if not found:
+        raise ValueError(f"retokenize-incremental needs `tokenizer` (a train-tokenizer artifact folder): "
+                         f"none given and none in {store}")
+    return str(found[-1])
 
 
 retokenize_incremental = flow(name="retokenize-incremental", log_prints=True)(with_signature(
@@ -271,6 +297,40 @@ retokenize_incremental = flow(name="retokenize-incremental", log_prints=True)(wi
     + _common() + stage_parameters(_stages(SUBFLOWS["data"] + ("tokenize",))),
     "New crawl files → data stages (only new shards compute) → tokenize with a fixed tokenizer. "
     "The result's `next_pretrain_tokens` is the token dataset pretraining should read next."))
+
+
+def _crawl_fingerprint(crawl: list[str]) -> list:
+    from pipeline.documents import expand_inputs
+
+    files = expand_inputs(_resolved(crawl), get_stage("ingest").input_suffixes)
+    return sorted([str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files)
+
+
+def _watch(**values) -> dict[str, str]:
+    """Poll: when the crawl's files (names, sizes, mtimes) differ from the last look, run
+    retokenize-incremental now instead of waiting for its nightly schedule."""
+    import hashlib
+    import json
+
+    store = str(Path(values.get("store") or default_root()).resolve())
+    crawl = values.get("crawl") or [SAMPLE_CRAWL]
+    fingerprint = _crawl_fingerprint(crawl)
+    state = Path(store) / ".prefect" / f"crawl-watch-{hashlib.sha256(json.dumps(_resolved(crawl)).encode()).hexdigest()[:12]}.json"
+    if state.is_file() and json.loads(state.read_text()) == fingerprint:
+        get_run_logger().info("crawl unchanged (%d files): nothing to do", len(fingerprint))
+        return {}
+    outputs = retokenize_incremental(crawl=crawl, tokenizer=values.get("tokenizer", ""), store=store,
+                                     workers=values.get("workers", 0))
+    state.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(state, fingerprint)
+    return outputs
+
+
+watch_crawl = flow(name="crawl-watch", log_prints=True)(with_signature(
+    _watch, "watch_crawl",
+    [_input("crawl", [SAMPLE_CRAWL]),
+     inspect.Parameter("tokenizer", inspect.Parameter.KEYWORD_ONLY, annotation=str, default="")] + _common(runner=False),
+    "Runs retokenize-incremental as soon as the crawl folder has new or changed files (a short-interval poll)."))
 
 
 def _make_stage_flow(name: str):

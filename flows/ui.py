@@ -1,0 +1,65 @@
+"""`scratchlm ui`: a local Prefect server (API and UI), its database SQLite under PREFECT_HOME."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+
+def server_env(home: str | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    if home:
+        env["PREFECT_HOME"] = str(Path(home).resolve())
+    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    env.pop("PREFECT_API_URL", None)  # the server serves the API, it does not talk to another one
+    return env
+
+
+def start_server(host: str = "127.0.0.1", port: int = 4200, home: str | None = None, log=None) -> subprocess.Popen:
+    """Start `prefect server start` as a child process (its own process group, so it can be stopped)."""
+    command = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
+    return subprocess.Popen(command, env=server_env(home), stdout=log, stderr=subprocess.STDOUT if log else None,
+                            start_new_session=True)
+
+
+def wait_healthy(api_url: str, timeout: float = 120, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the Prefect server exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"the Prefect server at {api_url} did not answer within {timeout:.0f} s")
+
+
+def run_ui(host: str, port: int, home: str | None) -> int:
+    prefect_home = Path(home or os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").resolve()
+    process = start_server(host, port, str(prefect_home))
+    api = f"http://{host}:{port}/api"
+    try:
+        wait_healthy(api, process=process)
+        print(f"Prefect UI: http://{host}:{port}  (database: SQLite under {prefect_home})\n"
+              f"Register and run the deployments from another shell:\n"
+              f"  export PREFECT_API_URL={api}\n  scratchlm serve\n"
+              f"Ctrl-C stops the server.", file=sys.stderr, flush=True)
+        return process.wait()
+    except KeyboardInterrupt:
+        return 0
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
