@@ -223,6 +223,9 @@ def _expand_multi_value_options(argv: list[str], names=("--input", "-i", "--agai
     return out
 
 
+import flows.cli_model  # noqa: E402,F401 - registers generate, export, make-benchmark onto app
+
+
 def main() -> None:
     sys.argv = [sys.argv[0]] + _expand_multi_value_options(sys.argv[1:])
     app()
