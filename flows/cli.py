@@ -9,12 +9,12 @@ from typing import Optional
 
 import typer
 
-from flows.options import build_config, dataclass_parameters, parse_assignments
+from flows.options import OneLineErrors, build_config, check_crawl, check_config, dataclass_parameters, parse_assignments
 from pipeline.errors import StageError
 from pipeline.runner import RunOptions
 from pipeline.stages import DATA_STAGES, STAGE_MODULES, get_stage
 
-app = typer.Typer(help="scratchlm: from a raw web crawl to an evaluated GPT.", no_args_is_help=True,
+app = typer.Typer(help="scratchlm: from a raw web crawl to an evaluated GPT.", no_args_is_help=True, cls=OneLineErrors,
                   add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
 stage_app = typer.Typer(help="Run one stage on its own data (Parquet/JSONL with a `text` column, or WARC for ingest).", rich_markup_mode=None,
                         no_args_is_help=True)
@@ -128,6 +128,9 @@ def run_pipeline(
     for p in crawl_paths:
         if not Path(p).exists():
             fail(f"{p}: no such file or folder")
+    check_crawl(crawl_paths)  # WARC files, before a Prefect server starts
+    if workers < 0:
+        fail(f"--workers: must be at least 0 (0: one per core), got {workers}")
     try:
         flow = data_pipeline if until in DATA_STAGES else scratchlm_pipeline
         outputs = flow(crawl=crawl_paths, store=str(store or default_root()), until=until, workers=workers, runner=runner,
@@ -159,6 +162,10 @@ def serve_pipeline(
     poll_minutes: float = typer.Option(5, "--poll-minutes", help="crawl-watch looks for new crawl files this often (0: no crawl-watch)."),
     only: Optional[list[str]] = typer.Option(None, "--only", help="Serve only these groups: pipeline, data, tokens, model, stages, incremental (e.g. --only model on the GPU machine)."),
 ):
+    if crawl:
+        check_crawl(crawl)
+    if not every_hours >= 0:
+        fail(f"--every-hours: must be 0 or more, got {every_hours}")
     from flows.deployments import GROUPS, serve
 
     for group in only or []:
@@ -190,7 +197,9 @@ def _sample_crawl_command():
         defaults = SampleCrawlConfig()
         changed = {f.name: values[f.name] for f in dataclasses.fields(SampleCrawlConfig)
                    if values.get(f.name) is not None and values[f.name] != getattr(defaults, f.name)}
-        config = dataclasses.replace(base, **changed)
+        config = check_config(dataclasses.replace(base, **changed))
+        if values["out_dir"].exists() and not values["out_dir"].is_dir():
+            fail(f"--output {values['out_dir']}: a file, not a folder")
         try:
             build_sample_crawl(config, values["out_dir"])
         except RuntimeError as exc:

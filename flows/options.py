@@ -3,12 +3,62 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import sys
 import typing
 from typing import Any, Optional
 
 import typer
+from typer.core import TyperGroup
 
+try:  # typer >= 0.26 carries its own copy of click; its exceptions are that copy's
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - older typer on plain click
+    from click import exceptions as click_exceptions
+
+from pipeline.errors import ConfigError, StageError, as_config_error, build_checked, check_config, check_range
 from pipeline.knobs import help_of
+
+
+def option_name(knob: str) -> str:
+    return "--" + knob.replace("_", "-")
+
+
+def one_line(exc: BaseException) -> str:
+    """A user's mistake as one line: a ConfigError names its option (--min-language-score: ...)."""
+    message = exc.format_message() if isinstance(exc, click_exceptions.ClickException) else str(exc)
+    if isinstance(exc, ConfigError) and exc.knob:
+        message = f"{option_name(exc.knob)}: {message}"
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    return "; ".join(lines) or type(exc).__name__
+
+
+class OneLineErrors(TyperGroup):
+    """The top-level command group: whichever command a user's mistake comes from (a bad option,
+    a missing or wrong input, a knob out of range), it is one `error:` line on stderr and exit
+    status 2, never a usage block or a traceback. A traceback is left only for a bug in our code."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click_exceptions.NoArgsIsHelpError as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click_exceptions.UsageError as exc:  # unknown option, value of the wrong kind, missing option
+            _error(one_line(exc), 2)
+        except click_exceptions.ClickException as exc:
+            _error(one_line(exc), exc.exit_code or 2)
+        except StageError as exc:
+            _error(one_line(exc), 2)
+        except click_exceptions.Abort:
+            _error("aborted", 1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def _error(message: str, code: int):
+    typer.echo(f"error: {message}", err=True)
+    sys.exit(code)
 
 
 def dataclass_parameters(config_cls: type, panel: str) -> list[inspect.Parameter]:
@@ -32,14 +82,30 @@ def dataclass_parameters(config_cls: type, panel: str) -> list[inspect.Parameter
 
 
 def build_config(config_cls: type, values: dict[str, Any]):
+    """The config from option values, checked before any work starts: ConfigError naming the knob."""
     kwargs = {}
     for f in dataclasses.fields(config_cls):
         if f.name in values and values[f.name] is not None:
             kwargs[f.name] = values[f.name]
         choices = f.metadata.get("choices")
         if choices and f.name in kwargs and kwargs[f.name] not in choices:
-            raise typer.BadParameter(f"--{f.name.replace('_', '-')} must be one of {', '.join(map(str, choices))}")
-    return config_cls(**kwargs)
+            raise ConfigError(f.name, f"must be one of {', '.join(map(str, choices))}, not {kwargs[f.name]!r}")
+    config = build_checked(config_cls, **kwargs)
+    extra = EXTRA_CHECKS.get(config_cls.__name__)
+    if extra is not None:
+        extra(config)
+    return config
+
+
+def check_run_options(options) -> None:
+    """RunOptions (pipeline/runner.py) has no check() of its own yet."""
+    check_range(options, "workers", low=1)
+    check_range(options, "keep_rejects", low=0)
+    if not options.doc_timeout > 0:
+        raise ConfigError("doc_timeout", f"doc_timeout must be above 0 seconds, got {options.doc_timeout!r}")
+
+
+EXTRA_CHECKS = {"RunOptions": check_run_options}
 
 
 def parse_assignments(assignments: list[str], configs: dict[str, Any]) -> dict[str, Any]:
@@ -57,7 +123,16 @@ def parse_assignments(assignments: list[str], configs: dict[str, Any]) -> dict[s
         if field_name not in fields:
             raise typer.BadParameter(f"--set {item!r}: {stage} has no knob {field_name!r} (knobs: {', '.join(fields)})")
         kind = typing.get_type_hints(type(config))[field_name]
-        updated[stage] = dataclasses.replace(config, **{field_name: _parse_value(raw, kind, item)})
+        try:
+            updated[stage] = dataclasses.replace(config, **{field_name: _parse_value(raw, kind, item)})
+        except (ValueError, StageError) as exc:  # a config that checks itself on construction
+            raise typer.BadParameter(f"--set {item}: {as_config_error(type(config), exc)}") from None
+    for stage in {item.split(".", 1)[0] for item in assignments}:  # checked before any stage starts
+        try:
+            check_config(updated[stage])
+        except ConfigError as exc:
+            where = f"{stage}.{exc.knob}" if exc.knob else stage
+            raise typer.BadParameter(f"--set {where}: {exc}") from None
     return updated
 
 
@@ -77,3 +152,11 @@ def _parse_value(raw: str, kind, item: str):
     except ValueError:
         raise typer.BadParameter(f"--set {item!r}: {raw!r} is not a valid {getattr(kind, '__name__', kind)}") from None
     return raw
+
+
+def check_crawl(paths) -> None:
+    """The crawl given to `run` or `serve`, checked as ingest will see it (WARC files or folders)."""
+    from pipeline.runner import input_files
+    from pipeline.stages import get_stage
+
+    input_files(get_stage("ingest"), [str(p) for p in paths])

@@ -13,6 +13,7 @@ from resiliparse.extract.html2text import extract_plain_text
 from resiliparse.parse.encoding import detect_encoding, map_encoding_to_html5
 from resiliparse.parse.html import HTMLParserException, HTMLTree
 
+from pipeline.errors import check_range
 from pipeline.knobs import knob
 
 
@@ -44,6 +45,10 @@ class ExtractLimits:
         20,
         "Drop pages whose extracted text has fewer characters than this (no_text).",
     )
+
+    def check(self) -> None:
+        check_range(self, ("max_bytes", "max_tags", "max_div_depth", "max_nesting_work"), low=1)
+        check_range(self, "min_text_chars", low=0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -88,6 +88,9 @@ class LangIdConfig:
 
     def __post_init__(self) -> None:
         # Fail at configuration time with a one-line message, not on the first document.
+        self.check()
+
+    def check(self) -> None:
         parse_languages(self.languages)
         parse_thresholds(self.language_thresholds)
         if not 0.0 <= float(self.min_language_score) <= 1.0:

@@ -70,6 +70,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from pipeline.errors import ConfigError, check_range
 from pipeline.knobs import knob
 from pipeline.quality_rules import DUP_NGRAM_SIZES, SIGNAL_KEYS, TOP_NGRAM_SIZES, Document, c4_judge, measure
 from pipeline.words import NO_MEAN_WORD_LENGTH, NO_SENTENCE_MARK, STOP_WORDS, base_language
@@ -131,6 +132,18 @@ class QualityConfig:
     fineweb_short_line_chars: int = knob(30, "A line this long or shorter is short (halved for zh/ja).")
     fineweb_max_dup_line_char_frac: float = knob(0.10, "Max fraction of characters in repeated lines.")
     fineweb_max_line_word_ratio: float = knob(0.3, "Max lines per word (list-like documents).")
+
+    def check(self) -> None:
+        """Fractions within [0, 1], counts and ratios not negative, each min at most its max."""
+        import dataclasses
+
+        names = [f.name for f in dataclasses.fields(self) if not isinstance(getattr(self, f.name), bool)]
+        check_range(self, [n for n in names if n.endswith("_frac")], low=0, high=1)
+        check_range(self, [n for n in names if not n.endswith("_frac")], low=0)
+        for low, high in (("gopher_min_words", "gopher_max_words"),
+                          ("gopher_min_mean_word_length", "gopher_max_mean_word_length")):
+            if getattr(self, low) > getattr(self, high):
+                raise ConfigError(low, f"{low} = {getattr(self, low)} is above {high} = {getattr(self, high)}")
 
 
 def quality_reason(text: str, language: str, config: QualityConfig) -> tuple[str | None, dict]:

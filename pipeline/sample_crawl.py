@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from pipeline.errors import check_range
 from pipeline.knobs import help_of, knob
 
 USER_AGENT = "scratchlm-sample-crawl/0.1 (+offline; wget)"
@@ -86,6 +87,10 @@ class SampleCrawlConfig:
         "Where downloaded .deb files and their unpacked trees are kept.",
         in_key=False,
     )
+
+    def check(self) -> None:
+        check_range(self, ("max_pages", "warc_files", "wget_timeout_s"), low=1)
+        check_range(self, ("depth", "seed_quota_kb", "book_chapters", "dictionary_pages"), low=0)
 
     @classmethod
     def small(cls) -> "SampleCrawlConfig":

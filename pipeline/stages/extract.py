@@ -5,7 +5,7 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from pipeline.documents import read_documents
+from pipeline.documents import read_documents, stage_inputs
 from pipeline.html_text import ExtractLimits, html_to_text
 from pipeline.stage import ShardContext, ShardStage
 
@@ -28,6 +28,7 @@ def extract_text(docs: Iterator[dict], config: ExtractConfig, ctx: ShardContext)
 def read_html_shard(path, config, ctx):
     """Ingest's Parquet, or a user's own: any Parquet/JSONL with an `html` column (bytes or str)."""
     yield from read_documents(path, ctx.fault, require="html")
+    ctx.end_of_file()
 
 
 STAGE = ShardStage(
@@ -36,6 +37,7 @@ STAGE = ShardStage(
     config_cls=ExtractConfig,
     step=extract_text,
     read=read_html_shard,
+    input_files=stage_inputs("extract", require="html"),
     description="HTML pages (ingest's output: an `html` column) → main text in `text`; boilerplate, scripts and styles removed.",
     added_fields=(pa.field("text", pa.string()), pa.field("encoding", pa.string())),
     removed_columns=("html",),

@@ -7,7 +7,8 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from pipeline.documents import WARC_SUFFIXES
+from pipeline.documents import WARC_SUFFIXES, stage_inputs
+from pipeline.errors import check_range
 from pipeline.knobs import knob
 from pipeline.stage import ShardContext, ShardStage
 from pipeline.warc_reader import ReaderOptions, iter_html_records
@@ -18,6 +19,9 @@ class IngestConfig:
     only_ok_status: bool = knob(True, "Keep only 2xx HTTP responses (redirects and error pages are skipped and counted).")
     max_html_bytes: int = knob(8 << 20, "HTML bodies larger than this are skipped (html_too_large); bounds memory per record.")
 
+    def check(self) -> None:
+        check_range(self, "max_html_bytes", low=1)
+
 
 def read_warc(path: Path, config: IngestConfig, ctx: ShardContext) -> Iterator[dict]:
     options = ReaderOptions(max_html_bytes=config.max_html_bytes)
@@ -27,6 +31,7 @@ def read_warc(path: Path, config: IngestConfig, ctx: ShardContext) -> Iterator[d
             ctx.skip(f"http_status_{record['http_status'] // 100}xx")
             continue
         yield record
+    ctx.end_of_file()
 
 
 def keep_all(docs: Iterator[dict], config: IngestConfig, ctx: ShardContext) -> Iterator[dict]:
@@ -50,6 +55,7 @@ STAGE = ShardStage(
         pa.field("source", pa.string()),
     ),
     input_suffixes=WARC_SUFFIXES,
+    input_files=stage_inputs("ingest", WARC_SUFFIXES, require=None),
     bytes_in_column="html",
     bytes_out_column="html",
     progress_by_bytes=True,

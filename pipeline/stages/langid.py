@@ -5,6 +5,7 @@ from typing import Iterator
 
 import pyarrow as pa
 
+from pipeline.documents import stage_inputs
 from pipeline.langid import LangIdConfig, tag_and_filter
 from pipeline.stage import ShardContext, ShardStage
 
@@ -21,4 +22,5 @@ STAGE = ShardStage(
     description="Adds `language` and `language_score` (fastText lid.176); keeps --languages with score ≥ --min-language-score.",
     added_fields=(pa.field("language", pa.string()), pa.field("language_score", pa.float32())),
     signals=(("language_score", "min_language_score"),),
+    input_files=stage_inputs("langid"),
 )

@@ -8,6 +8,7 @@ from typing import Iterator
 
 import pyarrow as pa
 
+from pipeline.documents import stage_inputs
 from pipeline.quality import SIGNAL_KEYS, QualityConfig, tag_and_filter
 from pipeline.stage import ShardContext, ShardStage
 
@@ -23,6 +24,7 @@ STAGE = ShardStage(
     step=filter_quality,
     description="Adds quality signal columns; drops documents failing Gopher quality/repetition, C4 or FineWeb rules.",
     added_fields=tuple(pa.field(name, pa.int32() if kind is int else pa.float32()) for name, kind in SIGNAL_KEYS.items()),
+    input_files=stage_inputs("quality"),
     signals=(
         ("word_count", "gopher_min_words"),
         ("mean_word_length", "gopher_min_mean_word_length"),
