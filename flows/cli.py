@@ -232,7 +232,8 @@ def _expand_multi_value_options(argv: list[str], names=("--input", "-i", "--agai
     return out
 
 
-import flows.cli_model  # noqa: E402,F401 - registers generate, export, make-benchmark onto app
+from flows.cli_model import register as _register_model_commands  # noqa: E402 - generate, export, make-benchmark
+_register_model_commands(app)
 
 
 def main() -> None:

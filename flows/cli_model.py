@@ -1,7 +1,8 @@
 """`scratchlm generate`, `scratchlm export` and `scratchlm make-benchmark`: the model commands.
 
-They register onto flows.cli.app (imported at the end of flows/cli.py). torch is imported inside
-the commands, so `scratchlm --help` stays fast."""
+flows/cli.py calls `register(app)` (not an import of flows.cli from here: under
+`python -m flows.cli` that would be a second copy of the module with its own app). torch is
+imported inside the commands, so `scratchlm --help` stays fast."""
 from __future__ import annotations
 
 import sys
@@ -10,7 +11,11 @@ from typing import Optional
 
 import typer
 
-from flows.cli import app, fail
+
+
+def fail(message: str, code: int = 2):
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
 
 
 def _load(checkpoint: Path, device: str = "cpu"):
@@ -33,8 +38,6 @@ def _device(name: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
 
 
-@app.command("generate", help="Continue a prompt with a pretrained GPT (pretrain artifact or checkpoint folder), "
-                              "printing tokens as they are produced. The prompt is the argument, or stdin.")
 def generate_command(
     checkpoint: Path = typer.Argument(..., help="Pretrain artifact or checkpoint folder."),
     prompt: Optional[str] = typer.Argument(None, help="Text to continue [default: stdin; none: start a new document]."),
@@ -71,9 +74,6 @@ def generate_command(
     sys.stdout.write("\n")
 
 
-@app.command("export", help="Export a pretrained GPT to a folder that transformers loads with no custom code "
-                            "(AutoModelForCausalLM / AutoTokenizer.from_pretrained): Llama config, safetensors, "
-                            "tokenizer files. Also what lm-evaluation-harness runs on (see README).")
 def export_command(
     checkpoint: Path = typer.Argument(..., help="Pretrain artifact or checkpoint folder."),
     output: Path = typer.Option(..., "--output", "-o", help="Folder to write (must not exist, unless --overwrite)."),
@@ -93,9 +93,6 @@ def export_command(
     typer.echo(str(path))
 
 
-@app.command("make-benchmark", help="Build the crawl-made multiple-choice task (HellaSwag JSONL: ctx, endings, label) "
-                                    "from held-out documents: context = the start of a paragraph, endings = its true "
-                                    "continuation and 3 from other documents. Deterministic for a seed.")
 def make_benchmark_command(
     input: list[Path] = typer.Option(..., "--input", "-i", help="A token artifact (its --split documents, decoded), "
                                                                "or JSONL/Parquet files with a `text` column."),
@@ -122,3 +119,21 @@ def make_benchmark_command(
     write_jsonl(made, output)
     typer.echo(f"make-benchmark: {len(made)} items, {choices} endings each", err=True)
     typer.echo(str(output))
+
+
+HELP = {
+    "generate": "Continue a prompt with a pretrained GPT (pretrain artifact or checkpoint folder), "
+              "printing tokens as they are produced. The prompt is the argument, or stdin.",
+    "export": "Export a pretrained GPT to a folder that transformers loads with no custom code "
+              "(AutoModelForCausalLM / AutoTokenizer.from_pretrained): Llama config, safetensors, "
+              "tokenizer files. Also what lm-evaluation-harness runs on (see README).",
+    "make-benchmark": "Build the crawl-made multiple-choice task (HellaSwag JSONL: ctx, endings, label) "
+              "from held-out documents: context = the start of a paragraph, endings = its true "
+              "continuation and 3 from other documents. Deterministic for a seed.",
+}
+
+
+def register(app: typer.Typer) -> None:
+    app.command("generate", help=HELP["generate"])(generate_command)
+    app.command("export", help=HELP["export"])(export_command)
+    app.command("make-benchmark", help=HELP["make-benchmark"])(make_benchmark_command)
