@@ -75,27 +75,38 @@ def shard_runner(runner: str, dask_address: str):
 
 def run_stages(names, first_inputs: list[str], configs: dict[str, Any], store: str, workers: int = 0,
                task_runner=None, outputs: dict[str, str] | None = None) -> dict[str, str]:
-    """Run the registered stages of `names` in order; each reads the artifact of the stage before
-    it (or INPUT_OF), the first reads `first_inputs`. Returns {stage: artifact folder}."""
+    """Run the registered stages of `names` in order; each reads the artifact of its input stage
+    (`input_stage`); one whose input stage lies before `names` reads `first_inputs`; one whose input
+    stage did not run is skipped. Returns {stage: artifact folder}."""
     logger = get_run_logger()
     outputs = dict(outputs or {})
-    upstream = list(first_inputs)
     for name in names:
         if name not in STAGE_MODULES:
             logger.info("%s: stage not registered yet, skipped", name)
             continue
-        if name in INPUT_OF and INPUT_OF[name] in outputs:
-            inputs = [outputs[INPUT_OF[name]]]
+        source = input_stage(name)
+        if source in outputs:
+            inputs = [outputs[source]]
+        elif source is None or source not in names:  # made before this chain: its first inputs
+            inputs = list(first_inputs)
         else:
-            inputs = upstream
+            logger.info("%s: skipped, its input stage %s did not run", name, source)
+            continue
         config = configs.get(name) or get_stage(name).config_cls()
         config, missing = _fill_references(name, config, outputs)
         if missing:
             logger.info("%s: skipped, no %s artifact to read (set %s.%s)", name, missing[1], name, missing[0])
             continue
         outputs[name] = run_one(name, inputs, config, store, workers, task_runner)
-        upstream = [outputs[name]]
     return outputs
+
+
+def input_stage(name: str) -> str | None:
+    """The stage whose artifact `name` reads: INPUT_OF, else the stage before it in the DAG."""
+    if name in INPUT_OF:
+        return INPUT_OF[name]
+    index = PIPELINE.index(name) if name in PIPELINE else 0
+    return PIPELINE[index - 1] if index > 0 else None
 
 
 def _fill_references(name: str, config, outputs: dict[str, str]):
