@@ -44,7 +44,7 @@ import torch
 import torch.distributed as dist
 
 from model.checkpoint import CheckpointError, latest_checkpoint, load_training_state, save_checkpoint, write_json_atomic
-from model.data import DataError, TokenStream, open_token_artifact
+from model.data import EOT_TOKEN, DataError, TokenStream, open_token_artifact
 from model.gpt import GPT, PRESETS, config_from_preset
 from model.mfu import peak_flops
 
@@ -365,23 +365,37 @@ def gather_loader_states(stream: TokenStream, runtime: Runtime) -> list[dict]:
             for r, values in enumerate(everyone)]
 
 
-def train(config: TrainConfig, data: str | Path, out_dir: str | Path, *, progress: bool = True,
+def token_data(data) -> tuple[list[Path], Path, int, int]:
+    """A tokenize artifact folder, or (token part files, tokenizer.json) → (files, tokenizer, vocab, eot id)."""
+    if isinstance(data, (str, Path)):
+        return open_token_artifact(data)
+    files, tokenizer_path = data
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    eot_id = tokenizer.token_to_id(EOT_TOKEN)
+    if eot_id is None:
+        raise DataError(f"{tokenizer_path}: has no {EOT_TOKEN} token")
+    return [Path(f) for f in files], Path(tokenizer_path), tokenizer.get_vocab_size(), int(eot_id)
+
+
+def train(config: TrainConfig, data, out_dir: str | Path, *, progress: bool = True,
           reference_loss: float | None = None) -> dict:
-    """Train per `config` on the token artifact `data`, writing into `out_dir`. Returns a summary:
-    first/last loss, final val loss, steps, tokens seen, tokens/s, the output files."""
+    """Train per `config` on `data` (a tokenize artifact folder, or (part files, tokenizer.json)),
+    writing into `out_dir`. Returns a summary: first/last/val loss, steps, tokens seen, tokens/s."""
     config.check()
     out_dir = Path(out_dir)
     runtime = setup_runtime(config.device)
     try:
-        return _train(config, Path(data), out_dir, runtime, progress, reference_loss)
+        return _train(config, data, out_dir, runtime, progress, reference_loss)
     finally:
         if runtime.owns_group:
             dist.destroy_process_group()
 
 
-def _train(config: TrainConfig, data: Path, out_dir: Path, runtime: Runtime, progress: bool,
+def _train(config: TrainConfig, data, out_dir: Path, runtime: Runtime, progress: bool,
            reference_loss: float | None) -> dict:
-    files, tokenizer_path, vocab_size, eot_id = open_token_artifact(data)
+    files, tokenizer_path, vocab_size, eot_id = token_data(data)
     overrides = {"block_size": config.seq_len} if config.seq_len else {}
     model_config = config_from_preset(config.preset, vocab_size, **overrides)
     seq_len = model_config.block_size

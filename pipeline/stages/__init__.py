@@ -11,7 +11,8 @@ STAGE_MODULES = {
     "dedup": "pipeline.stages.dedup",
     "train-tokenizer": "pipeline.stages.train_tokenizer",
     "tokenize": "pipeline.stages.tokenize",
-    "evaluate": "pipeline.stages.evaluate",  # after pretrain (H-train registers it before this line)
+    "pretrain": "pipeline.stages.pretrain",
+    "evaluate": "pipeline.stages.evaluate",
 }
 
 
