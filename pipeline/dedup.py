@@ -1,16 +1,18 @@
 """Exact and near-duplicate removal with MinHash LSH.
 
 1. Exact: documents whose normalised text (`minhash.normalize_text`: NFKC, casefold, whitespace
-   collapsed) has the same 128-bit xxh3 hash are one cluster. Only one of them enters the LSH.
-2. Near: every document's MinHash signature (`pipeline.minhash`) goes into a
-   `datasketch.MinHashLSH` of `bands` x `rows`; a pair sharing a band is a candidate, confirmed
-   when its estimated Jaccard (the fraction of equal signature values) is >= `threshold`.
-3. Clusters are the connected components of exact groups and confirmed pairs (union-find).
-   The survivor of a cluster is the member with the smallest (priority, id): documents of an
-   earlier crawl (`against`) come first, so a re-crawled page never replaces the copy already
-   kept. The others are removed with `duplicate_of` (the survivor's id), the estimated Jaccard to
-   the survivor (1.0 for exact copies; it may be below `threshold` for a member joined to the
-   survivor only through a chain of pairs), and `kind` "exact" or "near".
+   collapsed) has the 128-bit xxh3 hash of a kept document's are copies of it; they never reach
+   the LSH.
+2. Near: the MinHash signatures (`pipeline.minhash`) of kept documents go into a
+   `datasketch.MinHashLSH` of `bands` x `rows`; a document sharing a band with one is a
+   candidate pair, confirmed when its estimated Jaccard (the fraction of equal signature values)
+   is >= `threshold`.
+3. Greedy, in input order (`Deduper`): a document is removed when it is an exact copy of, or a
+   confirmed near-duplicate of, a document kept before it; `duplicate_of` is the earliest such
+   document, with the estimated Jaccard to it (1.0 for exact copies) and `kind` "exact" or
+   "near". Documents of an earlier crawl (`against`) come first, so a re-crawled page never
+   replaces the copy already kept, and a new input file never changes what was decided for the
+   files before it (see `Deduper` for why this beats connected components here).
 
 Why threshold 0.8 with 14 bands x 8 rows: a pair of Jaccard s becomes a candidate with
 probability 1 - (1 - s**8)**14, whose 50% point is (1/14)**(1/8) ~ 0.72. At s = 0.8 it is 0.92,
@@ -216,8 +218,9 @@ def _check_compatible(source: str | PathLike, params: dict, expected: dict) -> N
 
 @dataclass
 class CandidatePairs:
-    """Every LSH candidate pair, for audit and for measuring the LSH: new document `doc` with
-    `other`, a row of the new documents, or of the `against` index when `other_earlier`."""
+    """Every LSH candidate pair compared, for audit and for measuring the LSH: document `doc` of
+    the batch with `other`, a row of the same batch, or (when `other_earlier`) the ordinal of a
+    document kept before the batch (the `against` index first)."""
 
     doc: np.ndarray
     other: np.ndarray
@@ -232,7 +235,7 @@ class DedupResult:
     duplicate_of: list  # survivor id per removed document, None for kept ones
     jaccard: np.ndarray  # float32, estimated Jaccard to the survivor; NaN for kept ones
     kind: list  # "exact" / "near" per removed document, None for kept ones
-    cluster_sizes: np.ndarray  # members (earlier documents included) of each cluster of 2 or more
+    cluster_sizes: np.ndarray  # per surviving document with copies removed: 1 + the copies
     pairs: CandidatePairs
     counts: dict
 
@@ -245,161 +248,186 @@ def find_duplicates(ids: Sequence[str], texts: Sequence[str], languages: Sequenc
     return decide(ids, sketch_documents(texts, languages, config), config, against)
 
 
-class _UnionFind:
-    def __init__(self, n: int):
-        self.parent = np.arange(n)
+class Deduper:
+    """Greedy deduplication in input order, one batch (input file) after another.
 
-    def find(self, x: int) -> int:
-        parent = self.parent
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]  # path halving
-            x = parent[x]
-        return x
+    A document is removed when its normalised text equals that of a document kept before it
+    (`exact`), or when the LSH finds a document kept before it whose estimated Jaccard is at least
+    `threshold` (`near`; `duplicate_of` is the earliest such document). Everything else is kept
+    and joins the index. Only kept documents are ever compared against, so a removed page never
+    removes another, and a chain A ~ B ~ C with A !~ C keeps A and C.
 
-    def union(self, x: int, y: int) -> None:
-        rx, ry = self.find(x), self.find(y)
-        if rx != ry:
-            self.parent[max(rx, ry)] = min(rx, ry)
+    Why greedy in order rather than connected components: a decision depends only on what came
+    before it. Appending input files (a new WARC) therefore never changes a decision already
+    made, which is what lets the dedup stage reuse its per-file parts byte for byte and keep the
+    token shards downstream of them cached. The price: the survivor of a group of copies is the
+    first one in input order, not a canonical choice, so reordering the inputs changes which copy
+    survives (not how many)."""
 
-    def roots(self) -> np.ndarray:
-        """The root of every element, by pointer jumping over the whole array at once."""
-        parent = self.parent
-        while True:
-            grand = parent[parent]
-            if np.array_equal(grand, parent):
-                return parent
-            parent = grand
+    def __init__(self, config: DedupConfig, against: IndexData | None = None):
+        config.check()
+        self.config = config
+        self.storage_config = _storage_config(config.redis_url)
+        # Keys are ordinals of kept documents; Redis storage wants bytes (datasketch never pickles them).
+        self.lsh = MinHashLSH(threshold=config.threshold, num_perm=config.num_perm, params=(config.bands, config.rows),
+                              storage_config=self.storage_config, prepickle=False)
+        self.kept_ids: list[str] = []
+        self._signature_parts: list[np.ndarray] = []
+        self._signatures = np.zeros((0, config.num_perm), np.uint32)
+        self.kept_by_text: dict[bytes, int] = {}
+        self.n_against = 0
+        if against is not None and len(against):
+            _check_compatible(", ".join(against.sources) or "against index", against.params, config.sketch_params())
+            self.add_kept(against.ids, against.sketches)
+            self.n_against = len(against)
+
+    def __len__(self) -> int:
+        return len(self.kept_ids)
+
+    def add_kept(self, ids: Sequence[str], sketches: Sketches) -> None:
+        """Documents known to be kept (an earlier crawl's index, or the files of an earlier run
+        of the same inputs): they only join the index."""
+        start = len(self.kept_ids)
+        for offset, text_hash in enumerate(_text_keys(sketches.text_hashes)):
+            self.kept_by_text.setdefault(text_hash, start + offset)
+        self._index(list(ids), sketches.signatures, range(start, start + len(ids)))
+
+    def add_batch(self, ids: Sequence[str], sketches: Sketches) -> "BatchDecision":
+        n = len(ids)
+        if len(sketches) != n:
+            raise ValueError(f"{n} ids but {len(sketches)} sketches")
+        signatures = sketches.signatures
+        has_shingles = ~(signatures == EMPTY_VALUE).all(axis=1) if n else np.zeros(0, bool)
+        earlier = self._query_index(signatures, np.flatnonzero(has_shingles).tolist())
+        band_keys = _band_keys(signatures, self.config)
+        band_tables: list[dict[bytes, list[int]]] = [{} for _ in band_keys]
+        base = len(self.kept_ids)
+        keep = np.zeros(n, bool)
+        duplicate_of = np.full(n, -1, np.int64)  # ordinal of the kept document, -1 when kept
+        jaccard = np.full(n, np.nan, np.float32)
+        exact = np.zeros(n, bool)
+        pair_doc, pair_other, pair_earlier, pair_jaccard = [], [], [], []
+        kept_rows: list[int] = []  # rows of this batch kept so far; row kept_rows[k] has ordinal base + k
+        text_keys = _text_keys(sketches.text_hashes)
+        for row in range(n):
+            match = self.kept_by_text.get(text_keys[row])
+            if match is not None:
+                duplicate_of[row], jaccard[row], exact[row] = match, 1.0, True
+                continue
+            if has_shingles[row]:
+                candidates = set(earlier.get(row, ()))
+                for table, keys in zip(band_tables, band_keys):
+                    candidates.update(table.get(keys[row], ()))
+                if candidates:
+                    ordered = sorted(candidates)
+                    others = np.stack([self._signatures[c] if c < base else signatures[kept_rows[c - base]] for c in ordered])
+                    estimates = (others == signatures[row]).mean(axis=1).astype(np.float32)
+                    pair_doc += [row] * len(ordered)
+                    pair_other += [c if c < base else kept_rows[c - base] for c in ordered]
+                    pair_earlier += [c < base for c in ordered]
+                    pair_jaccard.append(estimates)
+                    confirmed = np.flatnonzero(estimates >= self.config.threshold)
+                    if len(confirmed):  # the earliest kept document it duplicates
+                        first = int(confirmed[0])
+                        duplicate_of[row], jaccard[row] = ordered[first], estimates[first]
+                        continue
+                for table, keys in zip(band_tables, band_keys):
+                    table.setdefault(keys[row], []).append(base + len(kept_rows))
+            keep[row] = True
+            self.kept_by_text[text_keys[row]] = base + len(kept_rows)
+            kept_rows.append(row)
+        self._index([ids[r] for r in kept_rows], signatures[kept_rows], range(base, base + len(kept_rows)))
+        estimates = np.concatenate(pair_jaccard) if pair_jaccard else np.zeros(0, np.float32)
+        pairs = CandidatePairs(doc=np.array(pair_doc, np.int64), other=np.array(pair_other, np.int64),
+                               other_earlier=np.array(pair_earlier, bool),
+                               jaccard=estimates, confirmed=estimates >= self.config.threshold)
+        return BatchDecision(keep, duplicate_of, jaccard, exact, has_shingles, pairs)
+
+    def id_of(self, ordinal: int) -> str:
+        return self.kept_ids[ordinal]
+
+    def close(self) -> None:
+        _drop_lsh(self.lsh, self.storage_config)
+
+    def _key(self, ordinal: int):
+        return ordinal.to_bytes(8, "big") if self.storage_config else ordinal
+
+    def _index(self, ids: list[str], signatures: np.ndarray, ordinals: range) -> None:
+        self.kept_ids.extend(ids)
+        if len(ids):
+            self._signatures = np.concatenate([self._signatures, signatures])
+        with self.lsh.insertion_session() as session:
+            for ordinal, signature in zip(ordinals, signatures):
+                if (signature != EMPTY_VALUE).any():  # no shingles, nothing to find near it
+                    sketch = LeanMinHash(seed=self.config.seed, hashvalues=signature, scheme=SCHEME)
+                    session.insert(self._key(ordinal), sketch, check_duplication=False)
+
+    def _query_index(self, signatures: np.ndarray, rows: list[int]) -> dict[int, set]:
+        """Candidates among the documents kept by earlier batches, for these rows."""
+        if not self.kept_ids or not rows:
+            return {}
+        found = {}
+        for lo in range(0, len(rows), QUERY_BATCH):
+            chunk = rows[lo:lo + QUERY_BATCH]
+            found.update(zip(chunk, _query_many(self.lsh, signatures, chunk)))
+        return found
+
+
+@dataclass
+class BatchDecision:
+    keep: np.ndarray
+    duplicate_of: np.ndarray  # ordinal in the deduper's index, -1 for kept documents
+    jaccard: np.ndarray
+    exact: np.ndarray
+    has_shingles: np.ndarray
+    pairs: CandidatePairs
+
+
+def _text_keys(text_hashes: np.ndarray) -> list[bytes]:
+    return [row.tobytes() for row in np.ascontiguousarray(text_hashes, dtype=np.uint64)]
+
+
+def _band_keys(signatures: np.ndarray, config: DedupConfig) -> list[list[bytes]]:
+    """Per band, the raw bytes of each row's band values: equal bytes, same LSH bucket."""
+    keys = []
+    for band in range(config.bands):
+        values = np.ascontiguousarray(signatures[:, band * config.rows:(band + 1) * config.rows])
+        keys.append([v.tobytes() for v in values])
+    return keys
 
 
 def decide(ids: Sequence[str], sketches: Sketches, config: DedupConfig, against: IndexData | None = None) -> DedupResult:
-    """The dedup decision from sketches alone (see the module docstring for the rules)."""
-    config.check()
-    n_new = len(ids)
-    if len(sketches) != n_new:
-        raise ValueError(f"{n_new} ids but {len(sketches)} sketches")
-    if against is None:
-        against = IndexData([], Sketches.concat([], config.num_perm), np.zeros(0, np.int64))
-    elif len(against):
-        _check_compatible(", ".join(against.sources) or "against index", against.params, config.sketch_params())
-    n_old = len(against)
-    # Rows 0..n_old-1 are the earlier documents, then the new ones: one numbering for everything.
-    all_ids = list(against.ids) + list(ids)
-    priority = np.concatenate([against.priority, np.full(n_new, int(against.priority.max(initial=-1)) + 1)])
-    hashes = np.concatenate([against.sketches.text_hashes, sketches.text_hashes])
-    signatures = np.concatenate([against.sketches.signatures, sketches.signatures])
-    total = n_old + n_new
-    clusters = _UnionFind(total)
-
-    # Exact: every member of a group of equal text hashes joins the group's first row.
-    leader = _exact_group_leaders(hashes)
-    for row in np.flatnonzero(leader != np.arange(total)).tolist():
-        clusters.union(row, int(leader[row]))
-
-    # Near: group leaders with at least one shingle go into the LSH; new ones are then queried.
-    has_shingles = ~(signatures == EMPTY_VALUE).all(axis=1)
-    indexed = np.flatnonzero(has_shingles & (leader == np.arange(total)))
-    left_rows, right_rows = _lsh_candidates(signatures, indexed, n_old, config)
-    estimates = _estimated_jaccard(signatures, left_rows, right_rows)
-    confirmed = estimates >= config.threshold
-    for x, y in zip(left_rows[confirmed].tolist(), right_rows[confirmed].tolist()):
-        clusters.union(x, y)
-
-    roots = clusters.roots()
-    sizes = np.bincount(roots, minlength=total)
-    survivor = _survivors(roots, sizes, priority, all_ids, hashes)
-
-    new_rows = np.arange(n_old, total)
-    keep = survivor[new_rows] == new_rows
-    removed = new_rows[~keep]
-    exact = (hashes[removed] == hashes[survivor[removed]]).all(axis=1)
-    jaccard = np.full(n_new, np.nan, dtype=np.float32)
-    jaccard[removed - n_old] = np.where(exact, 1.0, _estimated_jaccard(signatures, removed, survivor[removed]))
-    duplicate_of: list = [None] * n_new
-    kind: list = [None] * n_new
-    for row, is_exact in zip(removed.tolist(), exact.tolist()):
-        duplicate_of[row - n_old] = all_ids[survivor[row]]
-        kind[row - n_old] = "exact" if is_exact else "near"
-
-    cluster_roots = np.unique(roots[new_rows]) if n_new else np.zeros(0, np.int64)
-    cluster_sizes = sizes[cluster_roots][sizes[cluster_roots] > 1]
-    pairs = CandidatePairs(
-        doc=left_rows - n_old,
-        other=np.where(right_rows < n_old, right_rows, right_rows - n_old),
-        other_earlier=right_rows < n_old,
-        jaccard=estimates,
-        confirmed=confirmed,
-    )
-    counts = {
-        "documents": n_new,
-        "kept": int(keep.sum()),
-        "removed_exact": int(exact.sum()),
-        "removed_near": int((~exact).sum()),
-        "removed_by_earlier_crawl": int((survivor[removed] < n_old).sum()),
-        "without_shingles": int((~has_shingles[new_rows]).sum()),
-        "candidate_pairs": len(left_rows),
-        "confirmed_pairs": int(confirmed.sum()),
-        "duplicate_clusters": len(cluster_sizes),
-        "against_documents": n_old,
-    }
-    return DedupResult(keep, duplicate_of, jaccard, kind, cluster_sizes, pairs, counts)
-
-
-def _exact_group_leaders(hashes: np.ndarray) -> np.ndarray:
-    """For each row, the first row with the same (n, 2) text hash (itself if none is earlier)."""
-    total = len(hashes)
-    order = np.lexsort((np.arange(total), hashes[:, 1], hashes[:, 0]))  # by hash, then by row
-    new_group = np.ones(total, dtype=bool)
-    new_group[1:] = (hashes[order[1:]] != hashes[order[:-1]]).any(axis=1)
-    group_start = np.maximum.accumulate(np.where(new_group, np.arange(total), 0))
-    leader = np.empty(total, dtype=np.int64)
-    leader[order] = order[group_start]
-    return leader
-
-
-def _survivors(roots: np.ndarray, sizes: np.ndarray, priority: np.ndarray, ids: list[str], hashes: np.ndarray
-               ) -> np.ndarray:
-    """For each row, the row that survives its cluster: the smallest (priority, id, text hash).
-    Only rows of clusters of two or more are visited, so this loop is as long as the duplicates."""
-    best: dict[int, tuple] = {}
-    clustered = np.flatnonzero(sizes[roots] > 1).tolist()
-    for row in clustered:
-        rank = (int(priority[row]), ids[row], tuple(hashes[row].tolist()), row)
-        root = int(roots[row])
-        if root not in best or rank < best[root]:
-            best[root] = rank
-    survivor = np.arange(len(roots))
-    for row in clustered:
-        survivor[row] = best[int(roots[row])][-1]
-    return survivor
-
-
-def _lsh_candidates(signatures: np.ndarray, indexed: np.ndarray, n_old: int, config: DedupConfig
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Rows `indexed` go into a datasketch MinHashLSH; each of them from `n_old` on is queried.
-    Returns the candidate pairs (later row, earlier row), each unordered pair once."""
-    storage_config = _storage_config(config.redis_url)
-    # Keys are row numbers; Redis storage wants bytes (we never let datasketch pickle them).
-    lsh = MinHashLSH(threshold=config.threshold, num_perm=config.num_perm, params=(config.bands, config.rows),
-                     storage_config=storage_config, prepickle=False)
-    key_of = (lambda row: row.to_bytes(8, "big")) if storage_config else (lambda row: row)
-
-    left: list[int] = []
-    right: list[int] = []
+    """The dedup decision from sketches alone (see `Deduper` for the rule), all documents as one batch."""
+    deduper = Deduper(config, against)
     try:
-        with lsh.insertion_session() as session:
-            for row in indexed.tolist():
-                sketch = LeanMinHash(seed=config.seed, hashvalues=signatures[row], scheme=SCHEME)
-                session.insert(key_of(row), sketch, check_duplication=False)
-        queried = indexed[indexed >= n_old]
-        for lo in range(0, len(queried), QUERY_BATCH):
-            rows = queried[lo:lo + QUERY_BATCH].tolist()
-            for row, found in zip(rows, _query_many(lsh, signatures, rows)):
-                earlier = [key for key in found if key < row]
-                left.extend([row] * len(earlier))
-                right.extend(earlier)
+        batch = deduper.add_batch(ids, sketches)
+        return result_of(deduper, batch)
     finally:
-        _drop_lsh(lsh, storage_config)
-    return np.array(left, dtype=np.int64), np.array(right, dtype=np.int64)
+        deduper.close()
+
+
+def result_of(deduper: Deduper, batch: BatchDecision) -> DedupResult:
+    n = len(batch.keep)
+    removed = np.flatnonzero(~batch.keep)
+    duplicate_of: list = [None] * n
+    kind: list = [None] * n
+    for row in removed.tolist():
+        duplicate_of[row] = deduper.id_of(int(batch.duplicate_of[row]))
+        kind[row] = "exact" if batch.exact[row] else "near"
+    survivors, members = np.unique(batch.duplicate_of[removed], return_counts=True)
+    counts = {
+        "documents": n,
+        "kept": int(batch.keep.sum()),
+        "removed_exact": int(batch.exact.sum()),
+        "removed_near": int((~batch.keep & ~batch.exact).sum()),
+        "removed_by_earlier_crawl": int((batch.duplicate_of[removed] < deduper.n_against).sum()),
+        "without_shingles": int((~batch.has_shingles).sum()),
+        "candidate_pairs": len(batch.pairs.doc),
+        "confirmed_pairs": int(batch.pairs.confirmed.sum()),
+        "duplicate_clusters": len(survivors),
+        "against_documents": deduper.n_against,
+    }
+    return DedupResult(batch.keep, duplicate_of, batch.jaccard, kind, members + 1, batch.pairs, counts)
 
 
 def _query_many(lsh: MinHashLSH, signatures: np.ndarray, rows: list[int]) -> list[set]:
@@ -412,14 +440,6 @@ def _query_many(lsh: MinHashLSH, signatures: np.ndarray, rows: list[int]) -> lis
         for keys, hits in zip(found, table.getmany(*band_keys)):
             keys.update(hits)
     return [{int.from_bytes(key, "big") if isinstance(key, bytes) else key for key in keys} for keys in found]
-
-
-def _estimated_jaccard(signatures: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int = 65536) -> np.ndarray:
-    out = np.empty(len(a), dtype=np.float32)
-    for lo in range(0, len(a), chunk):
-        hi = lo + chunk
-        out[lo:hi] = (signatures[a[lo:hi]] == signatures[b[lo:hi]]).mean(axis=1)
-    return out
 
 
 def _storage_config(redis_url: str) -> dict | None:

@@ -121,7 +121,7 @@ def run_stage(stage, inputs: Sequence[str | os.PathLike], config: Any = None, st
         return StageResult(store.path(stage.name, key), key, True, store.manifest(stage.name, key))
     started = _now()
     if isinstance(stage, GlobalStage):
-        outputs, stats, side = _run_global(stage, files, config, store, key, against)
+        outputs, stats, side = _run_global(stage, files, digests, config, store, options, key, against)
     else:
         outputs, stats, side = _run_shards(stage, files, digests, config, store, options)
     manifest = {
@@ -439,15 +439,32 @@ def _scratch_dir(store: ArtifactStore, stage, key: str) -> Path:
     return store.root / stage.name / f".work-{key}-{os.getpid()}"
 
 
-def _run_global(stage: GlobalStage, files, config, store: ArtifactStore, key: str, against):
+class ShardCache:
+    """Per-input-file cache folders for a global stage whose work divides along its inputs (dedup:
+    file k's decisions depend only on files 0..k). `path(*parts)` names a folder by the stage's
+    key fields and the given parts (e.g. a chain of digests); committing into it is the stage's job
+    (AtomicDir with a shard manifest), so an interrupted run keeps the shards it finished."""
+
+    def __init__(self, store: ArtifactStore, stage, config, options: RunOptions, digests: Sequence[str]):
+        self.store, self.stage, self.config, self.options = store, stage, config, options
+        self.digests = list(digests)
+
+    def path(self, *parts) -> Path:
+        return self.store.shard_path(self.stage.name, content_key(self.stage.name, self.stage.version, key_fields(self.config),
+                                                                 self.options.keep_rejects, "shard", list(parts)))
+
+
+def _run_global(stage: GlobalStage, files, digests, config, store: ArtifactStore, options: RunOptions, key: str, against):
     scratch = _scratch_dir(store, stage, key)
     scratch.mkdir(parents=True, exist_ok=True)
+    extra = {"shards": ShardCache(store, stage, config, options, digests)} if stage.cached_shards else {}
     try:
-        outputs, stats, side = stage.run(files, config, scratch, against=against)
+        outputs, stats, side = stage.run(files, config, scratch, against=against, **extra)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
-    return [(p, p.name, rows) for p, rows in outputs], stats, side
+    # (path, rows), or (path, name in the artifact, rows) when the stage names its parts itself
+    return [o if len(o) == 3 else (o[0], o[0].name, o[1]) for o in outputs], stats, side
 
 
 # ------------------------------------------------------------------------------------- assembling

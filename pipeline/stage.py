@@ -167,4 +167,6 @@ class GlobalStage:
     resolve_against: Callable[[Sequence], list[Path]] = lambda against: []
     references: Callable[[Any], list[Path]] = no_references
     input_files: Callable[[Sequence], list[Path]] | None = None
+    # True: `run` also gets `shards=`, a runner.ShardCache for per-input caching (dedup)
+    cached_shards: bool = False
     kind: str = field(default="global", init=False)
