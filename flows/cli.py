@@ -9,7 +9,8 @@ from typing import Optional
 
 import typer
 
-from flows.options import OneLineErrors, build_config, check_crawl, check_config, dataclass_parameters, parse_assignments
+from flows.options import (OneLineErrors, build_config, check_config, check_crawl, dataclass_parameters, name_artifacts,
+                           parse_assignments)
 from pipeline.errors import StageError
 from pipeline.runner import RunOptions
 from pipeline.stages import DATA_STAGES, STAGE_MODULES, get_stage
@@ -53,7 +54,7 @@ def _stage_command(stage):
             result = run_stage(stage, values["input"], config, ArtifactStore(values["store"]), options,
                                against=[str(a) for a in against])
         except StageError as exc:
-            fail(str(exc))
+            fail(name_artifacts(str(exc), values["input"]))
         except KeyboardInterrupt:
             fail("interrupted", 130)
         _print_summary(result)

@@ -5,6 +5,7 @@ import dataclasses
 import inspect
 import sys
 import typing
+from pathlib import Path
 from typing import Any, Optional
 
 import typer
@@ -160,3 +161,14 @@ def check_crawl(paths) -> None:
     from pipeline.stages import get_stage
 
     input_files(get_stage("ingest"), [str(p) for p in paths])
+
+
+def name_artifacts(message: str, inputs) -> str:
+    """An error about an input that is an artifact folder says which stage made it, if it does not already."""
+    from pipeline.documents import artifact_stage
+
+    for item in inputs:
+        made_by = artifact_stage(item)
+        if made_by and str(item) in message and f"{made_by} artifact" not in message:
+            message += f" ({Path(item).name} is a {made_by} artifact)"
+    return message

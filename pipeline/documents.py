@@ -56,16 +56,22 @@ def stage_inputs(stage: str, suffixes: Sequence[str] = DOCUMENT_SUFFIXES, requir
     return functools.partial(expand_inputs, suffixes=tuple(suffixes), stage=stage, require=require)
 
 
+_TEXT = "text"
+
+
 def expand_inputs(inputs: Sequence[str | os.PathLike], suffixes: Sequence[str], *, stage: str | None = None,
-                  require: str | None = None) -> list[Path]:
+                  require: str | None = _TEXT) -> list[Path]:
     """Files, folders (searched recursively), globs and artifact folders → a sorted, de-duplicated file list.
 
     An artifact folder contributes exactly the data files its manifest lists (not side files).
     A file named explicitly must be usable (StageError otherwise); in a folder or a glob, files of
     another kind are skipped and named in one note line on stderr, and a folder with nothing
-    usable is a StageError. `require` is the column this stage reads (checked in Parquet schemas)."""
+    usable is a StageError. `require` is the column this stage reads (checked in Parquet schemas;
+    `text` unless said otherwise, None for none)."""
     suffixes = tuple(suffixes)
-    label = stage or "input"
+    if not set(suffixes) & set(DOCUMENT_SUFFIXES):
+        require = None  # WARC and other inputs have no columns to check
+    label = stage or "this stage"
     found: list[Path] = []
     for item in inputs:
         item = str(item)
@@ -120,7 +126,7 @@ def _take(where: str, files: list[Path], suffixes, label: str, require) -> list[
             raise StageError(f"{where}: nothing usable: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
         kinds = ", ".join(f"{n} {s}" for s, n in Counter(suffix_of(f) for f in other).most_common())
         raise StageError(f"{where}: no {_kind_name(suffixes)} files here ({kinds}; {label} reads {', '.join(suffixes)})")
-    line = f"{label}: {len(taken)} file{'s' if len(taken) != 1 else ''} ({_breakdown(taken)}) from {where}"
+    line = f"{'input' if label == 'this stage' else label}: {len(taken)} file{'s' if len(taken) != 1 else ''} ({_breakdown(taken)}) from {where}"
     if other:
         skipped = Counter(suffix_of(f) for f in other)
         reasons = ", ".join(f"{n} {s} ({_why_not(s, suffixes)})" for s, n in skipped.most_common())
