@@ -274,6 +274,15 @@ class GPT(nn.Module):
         """idx (B, T) token ids → logits (B, T, vocab_size) and, with targets (B, T), the mean cross
         entropy over targets != -100 (computed in float32). With a cache, idx continues the cached
         sequence and the cache is extended."""
+        logits = F.linear(self.hidden_states(idx, cache), self.head_weight())
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+        return logits, loss
+
+    def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """The last layer's output after the final norm, (B, T, n_embd): forward() without the LM head
+        (for scoring only some positions, or computing the loss in chunks). Extends the cache like forward."""
         B, T = idx.shape
         start = cache.length if cache is not None else 0
         if start + T > self.config.block_size:
@@ -281,20 +290,16 @@ class GPT(nn.Module):
         if cache is not None and start + T > cache.max_len:
             raise ValueError(f"the KV cache holds {cache.max_len} positions; {start + T} requested")
         cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
-
         x = self.embed_tokens(idx)
         for i, block in enumerate(self.layers):
             x = block(x, cos, sin, cache, i)
-        x = self.norm(x)
-        head = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        logits = F.linear(x, head)
         if cache is not None:
             cache.length += T
+        return self.norm(x)
 
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
-        return logits, loss
+    def head_weight(self) -> torch.Tensor:
+        """The LM head's (vocab_size, n_embd) matrix: embed_tokens.weight when tied."""
+        return self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
 
     def new_cache(self, batch_size: int, max_len: int | None = None, device=None, dtype=None) -> KVCache:
         """An empty KVCache for up to max_len positions (default and limit: block_size), on the model's

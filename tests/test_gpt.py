@@ -275,3 +275,15 @@ def test_dropout_is_active_only_in_training():
     assert not torch.equal(model(x)[0], model(x)[0])
     model.eval()
     assert torch.equal(model(x)[0], model(x)[0])
+
+
+def test_hidden_states_times_head_weight_are_the_logits():
+    for tie in (False, True):
+        model = make_model(tie_embeddings=tie)
+        x = tokens(2, 24)
+        with torch.no_grad():
+            logits, _ = model(x)
+            hidden = model.hidden_states(x)
+        assert hidden.shape == (2, 24, model.config.n_embd)
+        assert torch.allclose(hidden @ model.head_weight().T, logits, atol=1e-5)
+        assert (model.head_weight() is model.embed_tokens.weight) == tie
