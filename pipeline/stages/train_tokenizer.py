@@ -49,7 +49,7 @@ class TrainTokenizerConfig:
 
 
 def _sampled(doc_id: str, seed: int, rate: float) -> bool:
-    return rate >= 1.0 or xxhash.xxh64_intdigest(f"{seed}:{doc_id}") < rate * 2**64
+    return rate >= 1.0 or xxhash.xxh64_intdigest(f"{seed}:{doc_id}".encode("utf-8", "surrogatepass")) < rate * 2**64
 
 
 def run_train_tokenizer(files: list[Path], config: TrainTokenizerConfig, out_dir: Path, against=()):
