@@ -68,7 +68,7 @@ def run_one(name: str, args, config, device: torch.device) -> dict:
     model.to(device).train()
     fused = device.type == "cuda"
     optimizer = torch.optim.AdamW(groups, lr=6e-4, betas=(0.9, 0.95), eps=1e-8, fused=fused)
-    compiled = torch.compile(model) if args.compile else model
+    compiled = torch.compile(model, mode=args.compile_mode) if args.compile else model
 
     if name == "ours":
         def loss_of(x, y):
@@ -138,6 +138,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--models", default="ours,llama", help="comma list of: ours, llama")
     parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny shapes, 3 steps: checks the script runs")
     parser.add_argument("--out", type=Path, default=Path("gpu_pretrain.json"))
@@ -201,7 +202,7 @@ def main() -> None:
         "device": device_name, "peak_bf16_flops": peak, "torch": torch.__version__,
         "cuda": torch.version.cuda, "transformers": transformers_version, "python": platform.python_version(),
         "preset": args.preset, "config": vars(config), "batch": args.batch, "seq_len": args.seq_len,
-        "warmup_steps": args.warmup, "timed_steps": args.steps, "compile": args.compile, "dtype": "bf16 autocast",
+        "warmup_steps": args.warmup, "timed_steps": args.steps, "compile": args.compile, "compile_mode": args.compile_mode, "dtype": "bf16 autocast",
         "flops_per_token": flops_per_token, "results": rows,
     }
     args.out.write_text(json.dumps(result, indent=1) + "\n")
