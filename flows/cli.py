@@ -79,6 +79,14 @@ def _print_summary(result) -> None:
         line += "; dropped " + ", ".join(f"{k}={v}" for k, v in stats["dropped"].items())
     if stats.get("faults"):
         line += "; faults " + ", ".join(f"{k}={v}" for k, v in stats["faults"].items())
+    if "splits" in stats:  # tokenize
+        line += "; tokens " + ", ".join(f"{split} {v['tokens']:,}" for split, v in stats["splits"].items())
+        line += f" ({stats['tokens_per_byte']} per byte)"
+    if "bytes_per_token" in stats:  # train-tokenizer
+        line += f"; vocab {stats['extra']['vocab_size']}, bytes/token " + \
+            ", ".join(f"{k} {v}" for k, v in list(stats["bytes_per_token"].items())[:8])
+    if "shards" in stats:
+        line += f"; shards computed {stats['shards']['computed']}, reused {stats['shards']['reused']}"
     typer.echo(line, err=True)
 
 
@@ -174,6 +182,39 @@ def serve_pipeline(
             fail(f"--only must be among {', '.join(GROUPS)}, not {group!r}")
     serve([str(p.resolve()) for p in crawl] if crawl else None, str(store.resolve()) if store else None, every_hours,
           cron, str(tokenizer.resolve()) if tokenizer else "", poll_minutes, tuple(only) if only else GROUPS)
+
+
+@app.command("update-tokens", help="The incremental re-tokenization, without Prefect: runs ingest → … → dedup → tokenize "
+                                   "over everything under --crawl with a fixed tokenizer. Files seen before come back "
+                                   "from the store; only new files are read, deduplicated against what was kept, and "
+                                   "tokenized. The last line is the token dataset to pretrain on.")
+def update_tokens_command(
+    crawl: list[Path] = typer.Option(..., "--crawl", "-c", help="WARC files or folders (everything under them)."),
+    tokenizer: Path = typer.Option(..., "--tokenizer", help="The fixed tokenizer: a train-tokenizer artifact or tokenizer.json."),
+    store: Optional[Path] = typer.Option(None, "--store", envvar="SCRATCHLM_STORE", help="Artifact store root [default: ./artifacts]."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="A knob, STAGE.KNOB=VALUE (repeatable), e.g. langid.languages=all."),
+    workers: int = typer.Option(0, "--workers", help="Worker processes per stage [default: one per core]."),
+):
+    from pipeline.chain import TOKEN_CHAIN, shard_counts, update_tokens
+    from storage.store import ArtifactStore
+
+    try:
+        configs = parse_assignments(set_ or [], {name: get_stage(name).config_cls() for name in TOKEN_CHAIN})
+    except typer.BadParameter as exc:
+        fail(str(exc))
+    options = RunOptions(workers=workers or RunOptions().workers)
+
+    def report(name, result):
+        computed, reused = shard_counts(result)
+        typer.echo(f"{name:9s} shards computed {computed:>3}, reused {reused:>3}  {result.path}", err=True)
+
+    try:
+        results = update_tokens(crawl, tokenizer, ArtifactStore(store), configs, options, on_stage=report)
+    except StageError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+    typer.echo(str(results["tokenize"].path))
 
 
 import flows.cli_flow  # noqa: E402,F401 - registers `ui` and `report`
