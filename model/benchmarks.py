@@ -256,17 +256,32 @@ def continuation_items(documents: Iterable[tuple[str, str]], config: Continuatio
     rng.shuffle(candidates)
     chosen = candidates[:config.items]
     items = []
-    for index, (doc_id, context, ending) in enumerate(chosen):
-        wrong: list[str] = []
-        while len(wrong) < config.choices - 1:
-            other = candidates[rng.randrange(len(candidates))]
-            if other[0] != doc_id and other[2] != ending and other[2] not in wrong:
-                wrong.append(other[2])
+    for doc_id, context, ending in chosen:
+        wrong = _other_endings(candidates, doc_id, ending, config.choices - 1, rng)
+        if wrong is None:  # not enough different endings in other documents
+            continue
         label = rng.randrange(config.choices)
         endings = wrong[:label] + [ending] + wrong[label:]
         items.append({"id": doc_id, "ctx": context, "endings": endings, "label": label,
                       "source": "scratchlm-continuation"})
+    if not items:
+        raise BenchmarkError(f"the documents' paragraphs do not give {config.choices} different endings")
     return items
+
+
+def _other_endings(candidates, doc_id: str, ending: str, n: int, rng: random.Random) -> list[str] | None:
+    """n different endings of other documents, none equal to `ending` (None if there are not n)."""
+    wrong: list[str] = []
+    for _ in range(20 * n):  # random draws first: cheap when (as usual) most endings differ
+        other = candidates[rng.randrange(len(candidates))]
+        if other[0] != doc_id and other[2] != ending and other[2] not in wrong:
+            wrong.append(other[2])
+            if len(wrong) == n:
+                return wrong
+    pool = sorted({c[2] for c in candidates if c[0] != doc_id and c[2] != ending} - set(wrong))
+    if len(wrong) + len(pool) < n:
+        return None
+    return wrong + rng.sample(pool, n - len(wrong))
 
 
 def read_held_out_documents(inputs: Sequence[str | Path], split: str = "val",

@@ -310,8 +310,10 @@ def evaluate_held_out(model, files: Sequence[Path], tokenizer, split: str = "val
     """Loss, perplexity and bits per byte of the model on a split of token parts, with the unigram
     baseline (train-split frequencies) on the same tokens beside them."""
     eot_id = tokenizer.token_to_id(EOT_TOKEN)
-    tokens = read_split_tokens(files, split, eot_id, max_tokens)
-    if len(tokens) < 2:
+    # a separator first, so the first document is read as every other one (after <|endoftext|>) and
+    # every byte of the split's text is a target
+    tokens = np.concatenate([[eot_id], read_split_tokens(files, split, eot_id, max_tokens)])
+    if len(tokens) < 3:
         return {"split": split, "tokens": 0, "note": f"no {split} tokens in the input"}
     byte_lengths = token_byte_lengths(tokenizer)
     bar = _bar(len(tokens) - 1, f"evaluate: {split} loss", "tok", show_progress)

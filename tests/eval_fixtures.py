@@ -69,3 +69,49 @@ def train_on(model, tokenizer, texts: list[str], steps: int = 200, seq_len: int 
         optimizer.step()
     model.eval()
     return float(loss.detach())
+
+
+def write_checkpoint(folder: Path, model, tokenizer_path: Path, step: int = 0, data: list | None = None) -> Path:
+    """A checkpoint folder as model/checkpoint.py reads it: model.safetensors, config.json, tokenizer.json."""
+    import json
+    import shutil
+    from dataclasses import asdict
+
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+    shutil.copyfile(tokenizer_path, folder / "tokenizer.json")
+    meta = {"model": asdict(model.config), "step": step, "tokens_seen": 0, "data": [str(p) for p in data or []]}
+    (folder / "config.json").write_text(json.dumps(meta))
+    return folder
+
+
+def write_token_parts(folder: Path, tokenizer_path: Path, docs: list[tuple[str, str]], row_group_size: int = 16) -> Path:
+    """A token artifact in the contract's schema from (split, text) documents."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for n, (split, text) in enumerate(docs):
+        ids = tokenizer.encode(text, add_special_tokens=False).ids
+        rows.append({"id": f"doc-{n}", "split": split, "n_tokens": len(ids), "tokens": ids, "text": text})
+    schema = pa.schema([("id", pa.string()), ("split", pa.string()), ("n_tokens", pa.int32()),
+                        ("tokens", pa.list_(pa.uint16()))])
+    table = pa.Table.from_pylist([{k: r[k] for k in schema.names} for r in rows], schema=schema)
+    pq.write_table(table, folder / "part-00000.parquet", row_group_size=row_group_size)
+    shutil.copyfile(tokenizer_path, folder / "tokenizer.json")
+    return folder
+
+
+def uniform_model(vocab_size: int, **overrides):
+    """A GPT whose logits are exactly zero everywhere: every token has probability 1/vocab_size."""
+    model = tiny_gpt(vocab_size, **overrides)
+    with torch.no_grad():
+        model.lm_head.weight.zero_()
+    return model.eval()

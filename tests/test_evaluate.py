@@ -1,0 +1,309 @@
+"""Evaluation: lm-eval-compatible scoring, bits per byte, benchmark files, the crawl-made task, the stage.
+
+A tiny GPT is trained here for a few dozen steps on documents with a fixed pattern ("the dog
+barks loudly. ..."), so the right answers are known; a zero-logit model is the uniform baseline
+whose scores follow from token counts alone."""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from eval_fixtures import (ANIMALS, SOUNDS, pattern_text, tiny_gpt, train_on, train_tokenizer,  # noqa: E402
+                           uniform_model, write_checkpoint, write_token_parts)
+
+from model.benchmarks import (BenchmarkError, ChoiceItem, ClozeItem, ContinuationTaskConfig,  # noqa: E402
+                              continuation_items, read_benchmark, read_held_out_documents)
+from model.evaluate import (encode_pair, evaluate_held_out, loglikelihoods, mean_stderr,  # noqa: E402
+                            score_cloze, score_multiple_choice)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Tokenizer, a trained tiny GPT, its checkpoint folder and a token artifact (train + val)."""
+    root = tmp_path_factory.mktemp("eval")
+    texts = pattern_text(400)
+    tokenizer_path = train_tokenizer(root / "tokenizer.json", texts)
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    torch.manual_seed(0)
+    model = tiny_gpt(tokenizer.get_vocab_size())
+    train_on(model, tokenizer, texts, steps=80, seq_len=32, batch_size=8)
+    docs = [("val" if i % 5 == 0 else "train", t) for i, t in enumerate(pattern_text(200, seed=1))]
+    tokens = write_token_parts(root / "tokens", tokenizer_path, docs)
+    checkpoint = write_checkpoint(root / "checkpoint", model, tokenizer_path, step=80, data=[tokens / "part-00000.parquet"])
+    return {"root": root, "tokenizer": tokenizer, "tokenizer_path": tokenizer_path, "model": model,
+            "checkpoint": checkpoint, "tokens": tokens, "docs": docs}
+
+
+def animal_items() -> list[ChoiceItem]:
+    sounds = sorted(set(SOUNDS.values()))
+    items = []
+    for n, animal in enumerate(ANIMALS):
+        wrong = [s for s in sounds if s != SOUNDS[animal]][:3]
+        label = n % 4
+        choices = wrong[:label] + [SOUNDS[animal]] + wrong[label:]
+        items.append(ChoiceItem(f"the {animal}", [c + " loudly." for c in choices], label))
+    return items
+
+
+# ------------------------------------------------------------------------------------ tokenising
+
+def test_encode_pair_is_lm_evals(world):
+    tok = world["tokenizer"]
+    eot = tok.token_to_id("<|endoftext|>")
+    context, continuation = encode_pair(tok, "the dog ", "barks", eot)
+    assert (context, continuation) == encode_pair(tok, "the dog", " barks", eot)  # trailing space moves over
+    assert context + continuation == tok.encode("the dog barks").ids
+    assert tok.decode(continuation) == " barks"
+    assert encode_pair(tok, "", "the dog", eot) == ([eot], tok.encode("the dog").ids)  # empty context
+
+
+# -------------------------------------------------------------------------------------- scoring
+
+def test_trained_model_picks_the_right_continuations(world):
+    result = score_multiple_choice(world["model"], world["tokenizer"], animal_items())
+    assert result.metrics["acc"] == 1.0 and result.metrics["acc_norm"] == 1.0
+    assert result.metrics["chance"] == 0.25 and result.metrics["items"] == len(ANIMALS)
+    # the untrained model of the same shape does not know them
+    untrained = score_multiple_choice(tiny_gpt(world["tokenizer"].get_vocab_size(), seed=1), world["tokenizer"],
+                                      animal_items())
+    assert untrained.metrics["acc"] < 1.0
+
+
+def test_acc_sums_and_acc_norm_divides_by_length(world):
+    """Under a uniform model a continuation's log-likelihood is -(its tokens) · ln V, so acc
+    prefers the fewest tokens and acc_norm the most characters per token."""
+    tok = world["tokenizer"]
+    V = tok.get_vocab_size()
+    eot = tok.token_to_id("<|endoftext|>")
+    choices = ["xq", "the grass is green and the sky is blue", "zz", "kw"]
+    items = [ChoiceItem("the cat", choices, label) for label in range(4)]
+    result = score_multiple_choice(uniform_model(V), tok, items)
+    n_tokens = np.array([len(encode_pair(tok, "the cat", " " + c, eot)[1]) for c in choices])
+    lls = -n_tokens * math.log(V)
+    np.testing.assert_allclose(result.per_item[0]["loglikelihoods"], lls, rtol=1e-5)
+    pred, pred_norm = int(np.argmax(lls)), int(np.argmax(lls / np.array([len(c) for c in choices])))
+    assert pred != pred_norm  # the long choice: more tokens, fewer per character
+    assert [r["pred"] for r in result.per_item] == [pred] * 4
+    assert [r["pred_norm"] for r in result.per_item] == [pred_norm] * 4
+    assert result.metrics["acc"] == 0.25 and result.metrics["acc_norm"] == 0.25
+    assert result.metrics["acc_stderr"] == pytest.approx(math.sqrt(0.25 * 0.75 / 3))
+
+
+def test_mean_stderr_is_lm_evals():
+    values = [1.0] * 7 + [0.0] * 13
+    p = 7 / 20
+    assert mean_stderr(values) == pytest.approx(math.sqrt(p * (1 - p) / 19))
+
+
+def reference_loglikelihood(model, context, continuation):
+    """One request, no batching, the model's own forward: the definition of the score."""
+    whole = (context + continuation)[-(model.config.block_size + 1):]
+    n = min(len(continuation), len(whole) - 1)
+    with torch.no_grad():
+        logits, _ = model(torch.tensor([whole[:-1]]))
+    logprobs = F.log_softmax(logits[0, -n:].float(), dim=-1)
+    target = torch.tensor(whole[-n:])
+    return float(logprobs.gather(1, target[:, None]).sum()), bool((logprobs.argmax(-1) == target).all())
+
+
+def test_batching_and_padding_do_not_change_scores(world):
+    tok, model = world["tokenizer"], world["model"]
+    eot = tok.token_to_id("<|endoftext|>")
+    stream = tok.encode(" ".join(pattern_text(12, seed=3))).ids
+    requests = [(stream[start:start + k], stream[start + k:start + k + m])  # from 4 to 110 tokens:
+                for start, k, m in [(0, 3, 1), (5, 8, 4), (9, 15, 9), (2, 30, 2), (7, 50, 12), (1, 70, 5),
+                                    (3, 90, 20), (11, 4, 30), (0, 60, 1), (4, 20, 20)]]  # some cut to block_size
+    lengths = [len(c) + len(x) for c, x in requests]
+    assert max(lengths) > model.config.block_size + 1 and min(lengths) < 10
+    reference = [reference_loglikelihood(model, c, x) for c, x in requests]
+    for batch_size in (1, 5, 64):
+        scores = loglikelihoods(model, requests, batch_size=batch_size, pad_id=eot)
+        np.testing.assert_allclose([s for s, _ in scores], [s for s, _ in reference], rtol=0, atol=1e-4)
+        assert [g for _, g in scores] == [g for _, g in reference]
+    # a different padding token gives the same scores too
+    other = loglikelihoods(model, requests, batch_size=64, pad_id=7)
+    np.testing.assert_allclose([s for s, _ in other], [s for s, _ in reference], rtol=0, atol=1e-4)
+
+
+def test_lambada_greedy_accuracy_and_perplexity(world):
+    tok, model = world["tokenizer"], world["model"]
+    right = [ClozeItem(f"the {a}", f" {SOUNDS[a]}") for a in ANIMALS[:4]]
+    wrong = [ClozeItem(f"the {a}", " sings" if SOUNDS[a] != "sings" else " barks") for a in ANIMALS[:4]]
+    result = score_cloze(model, tok, right + wrong)
+    assert [r["greedy"] for r in result.per_item] == [True] * 4 + [False] * 4
+    assert result.metrics["acc"] == 0.5
+    lls = [r["loglikelihood"] for r in result.per_item]
+    assert result.metrics["perplexity"] == pytest.approx(math.exp(-np.mean(lls)))
+
+
+# ---------------------------------------------------------------------------------- bits per byte
+
+def test_bits_per_byte_of_uniform_model_and_learning(world):
+    tok = world["tokenizer"]
+    V = tok.get_vocab_size()
+    files = [world["tokens"] / "part-00000.parquet"]
+    uniform = evaluate_held_out(uniform_model(V), files, tok, show_progress=False)
+    val_texts = [text for split, text in world["docs"] if split == "val"]
+    assert uniform["bytes"] == sum(len(t.encode("utf-8")) for t in val_texts)  # separators count no bytes
+    assert uniform["tokens"] == sum(len(tok.encode(t).ids) + 1 for t in val_texts)
+    assert uniform["loss"] == pytest.approx(math.log(V), rel=1e-6)
+    assert uniform["perplexity"] == pytest.approx(V, rel=1e-5)
+    assert uniform["bits_per_byte"] == pytest.approx(math.log2(V) * uniform["bpb_tokens"] / uniform["bytes"], rel=1e-6)
+    trained = evaluate_held_out(world["model"], files, tok, show_progress=False)
+    # the trained model beats the unigram baseline, which beats the uniform model
+    assert trained["bits_per_byte"] < trained["unigram"]["bits_per_byte"] < uniform["bits_per_byte"]
+    assert trained["unigram"] == uniform["unigram"]
+
+
+# -------------------------------------------------------------------------------- benchmark files
+
+def write_lines(path: Path, records) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
+    return path
+
+
+def test_formats_are_read_as_lm_eval_prompts_them(tmp_path):
+    hella = read_benchmark(write_lines(tmp_path / "h.jsonl", [{"ctx": "A man", "endings": ["a", "b", "c", "d"], "label": "2"}]))
+    assert hella.format == "hellaswag" and hella.items[0] == ChoiceItem("A man", ["a", "b", "c", "d"], 2)
+    arc = read_benchmark(write_lines(tmp_path / "a.jsonl", [
+        {"question": "Q?", "choices": {"text": ["x", "y", "z"], "label": ["A", "B", "C"]}, "answerKey": "C"}]))
+    assert arc.format == "arc" and arc.items[0] == ChoiceItem("Question: Q?\nAnswer:", ["x", "y", "z"], 2)
+    piqa = read_benchmark(write_lines(tmp_path / "p.jsonl", [{"goal": "G", "sol1": "s1", "sol2": "s2", "label": 1}]))
+    assert piqa.format == "piqa" and piqa.items[0] == ChoiceItem("Question: G\nAnswer:", ["s1", "s2"], 1)
+    lamb = read_benchmark(write_lines(tmp_path / "l.jsonl", [{"text": "he said hello"}, {"context": "she said", "target": "bye"}]))
+    assert lamb.kind == "cloze" and lamb.items == [ClozeItem("he said", " hello"), ClozeItem("she said", " bye")]
+
+
+BAD_FILES = {
+    "missing_field": ([{"ctx": "a", "endings": ["x", "y"], "label": 0}, {"ctx": "b", "endings": ["x", "y"]}], 2, "missing field 'label'"),
+    "label_out_of_range": ([{"ctx": "a", "endings": ["x", "y"], "label": 0}] * 2 + [{"ctx": "a", "endings": ["x", "y"], "label": 4}], 3, "label 4 out of range"),
+    "not_json": ([{"goal": "g", "sol1": "a", "sol2": "b", "label": 0}, "{not json"], 2, "not valid JSON"),
+    "empty": ([], None, "empty file"),
+    "unknown_format": ([{"prompt": "x"}], 1, "cannot tell the format"),
+    "arc_answer": ([{"question": "q", "choices": {"text": ["a", "b"], "label": ["A", "B"]}, "answerKey": "E"}], 1, "answerKey 'E'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_benchmark_file_is_one_line_naming_file_and_line(tmp_path, case):
+    records, line, message = BAD_FILES[case]
+    path = write_lines(tmp_path / f"{case}.jsonl", records)
+    with pytest.raises(BenchmarkError) as info:
+        read_benchmark(path)
+    text = str(info.value)
+    assert "\n" not in text and message in text
+    assert text.startswith(f"{path}:{line}:" if line else f"{path}:")
+
+
+def run_cli(*args, check=True):
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=REPO, timeout=240)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_bad_benchmark_through_the_cli_is_exit_2_and_one_line(world, tmp_path):
+    records, line, message = BAD_FILES["label_out_of_range"]
+    bad = write_lines(tmp_path / "bad.jsonl", records)
+    good = write_lines(tmp_path / "good.jsonl", [{"ctx": "the dog", "endings": ["barks", "meows"], "label": 0}])
+    proc = run_cli("stage", "evaluate", "--input", world["checkpoint"], "--benchmark", good, "--benchmark", bad,
+                   "--store", tmp_path / "store", "--no-progress", check=False)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert errors == [f"error: {bad}:{line}: label 4 out of range for 2 choices (0..1)"]
+    assert not list((tmp_path / "store").glob("evaluate/*/manifest.json"))  # nothing half made
+
+
+# ------------------------------------------------------------------------ the crawl-made benchmark
+
+def paragraph_docs(n=12):
+    docs = []
+    for d in range(n):
+        paragraphs = [" ".join(f"w{d}p{p}x{i}" for i in range(30)) for p in range(3)]
+        docs.append((f"doc{d}", "Title\n" + "\n\n".join(paragraphs)))
+    return docs
+
+
+def test_continuation_task_is_real_continuations_and_deterministic():
+    config = ContinuationTaskConfig(items=8, context_words=10, ending_words=5, seed=3)
+    items = continuation_items(paragraph_docs(), config)
+    assert len(items) == 8
+    for item in items:
+        words = item["ctx"].split()
+        assert len(words) == 10 and len(item["endings"]) == 4
+        doc, paragraph = words[0].split("p")[0], words[0].split("x")[0]
+        true = item["endings"][item["label"]].split()
+        assert true == [f"{paragraph}x{i}" for i in range(10, 15)]  # the real next words
+        assert words[0].endswith("x0")  # the start of a paragraph
+        others = [e for i, e in enumerate(item["endings"]) if i != item["label"]]
+        assert all(not e.startswith(doc + "p") for e in others)  # wrong endings: other documents
+    assert continuation_items(paragraph_docs(), config) == items
+    assert continuation_items(paragraph_docs(), ContinuationTaskConfig(items=8, context_words=10, ending_words=5, seed=4)) != items
+    same_endings = [(f"d{n}", f"start {n} of the line and then the same words here") for n in range(10)]
+    with pytest.raises(BenchmarkError, match="different endings"):  # and no endless search
+        continuation_items(same_endings, ContinuationTaskConfig(context_words=3, ending_words=5))
+    assert len({i["label"] for i in continuation_items(paragraph_docs(40), ContinuationTaskConfig(items=40, context_words=10, ending_words=5))}) == 4
+
+
+def test_make_benchmark_from_token_artifact_uses_val_documents(world, tmp_path):
+    docs = [("val" if n % 2 else "train", text) for n, (_, text) in enumerate(paragraph_docs(16))]
+    tok_dir = write_token_parts(tmp_path / "tokens", world["tokenizer_path"], docs)
+    val_texts = {t for s, t in docs if s == "val"}
+    assert {t for _, t in read_held_out_documents([tok_dir])} == val_texts  # decoded val documents only
+    out = tmp_path / "task.jsonl"
+    args = ("make-benchmark", "--input", tok_dir, "--output", out, "--items", "5",
+            "--context-words", "10", "--ending-words", "5", "--seed", "1")
+    run_cli(*args)
+    first = out.read_bytes()
+    run_cli(*args)
+    assert out.read_bytes() == first
+    bench = read_benchmark(out)
+    assert bench.format == "hellaswag" and len(bench.items) == 5
+    for item in bench.items:
+        assert any(item.context + " " + item.choices[item.label] in t for t in val_texts)
+    too_few = run_cli("make-benchmark", "--input", tok_dir, "--output", tmp_path / "x.jsonl", "--context-words", "50",
+                      check=False)
+    assert too_few.returncode == 2 and "Traceback" not in too_few.stderr
+    assert too_few.stderr.strip().splitlines()[-1].startswith("error: only 0 documents have a paragraph of 62+ words")
+
+
+# ------------------------------------------------------------------------------------- the stage
+
+def test_evaluate_stage_writes_report_and_caches(world, tmp_path):
+    from pipeline.runner import run_stage
+    from pipeline.stages import get_stage
+    from pipeline.stages.evaluate import EvaluateConfig
+    from storage.store import ArtifactStore
+
+    bench = write_lines(tmp_path / "animals.jsonl", [
+        {"ctx": i.context, "endings": i.choices, "label": i.label} for i in animal_items()])
+    cloze = write_lines(tmp_path / "cloze.jsonl", [{"text": f"the {a} {SOUNDS[a]}"} for a in ANIMALS])
+    config = EvaluateConfig(benchmark=[str(bench), str(cloze)], prompt=["the dog"], max_new_tokens=8, device="cpu")
+    stage, store = get_stage("evaluate"), ArtifactStore(tmp_path / "store")
+    result = run_stage(stage, [world["checkpoint"]], config, store)
+    report = json.loads((result.path / "eval.json").read_text())
+    assert report["benchmarks"][0]["acc"] == 1.0 and report["benchmarks"][0]["format"] == "hellaswag"
+    assert report["benchmarks"][1]["kind"] == "cloze" and report["benchmarks"][1]["acc"] == 1.0
+    held = report["held_out"]  # token files from the checkpoint's config.json
+    assert held["tokens"] > 0 and held["bits_per_byte"] < held["unigram"]["bits_per_byte"]
+    assert report["generations"][0]["prompt"] == "the dog" and report["generations"][0]["text"]
+    markdown = (result.path / "eval.md").read_text()
+    assert "| animals | hellaswag | 8 | 1.0000" in markdown and "unigram" in markdown
+    assert (result.path / "eval.png").stat().st_size > 0
+    assert result.manifest["stats"]["eval"]["animals"]["acc"] == 1.0
+    assert run_stage(stage, [world["checkpoint"]], config, store).cached
+    write_lines(bench, [{"ctx": "the dog", "endings": ["barks", "meows"], "label": 1}])  # new content, same path
+    changed = run_stage(stage, [world["checkpoint"]], config, store)
+    assert not changed.cached and changed.key != result.key
