@@ -90,7 +90,7 @@ class TrainConfig:
     beta1: float = knob(0.9, "AdamW beta1.")
     beta2: float = knob(0.95, "AdamW beta2.")
     grad_clip: float = knob(1.0, "Clip the global gradient norm to this (0: no clipping).")
-    eval_every: int = knob(50, "Validation loss every N steps, and at the end (0: only at the end).")
+    eval_every: int = knob(50, "Validation loss every N steps, and at max_steps (0: only at max_steps).")
     eval_batches: int = knob(20, "Validation micro-batches per evaluation and rank (0: the whole val split).")
     checkpoint_every: int = knob(100, "Save a resumable checkpoint every N steps, and at the end (0: only at the end).",
                                  in_key=False)
@@ -478,7 +478,7 @@ def _train(config: TrainConfig, data, out_dir: Path, runtime: Runtime, progress:
                 record["warning"] = warning
                 if runtime.main:
                     bar.write(f"warning: {warning}")
-            if (config.eval_every and step % config.eval_every == 0) or step == stop:
+            if (config.eval_every and step % config.eval_every == 0) or step == config.max_steps:
                 val_loss = validation_loss(model, files, seq_len, micro, eot_id, runtime, config.eval_batches,
                                            autocast, seed=config.seed)
                 record["val_loss"] = val_loss

@@ -1,0 +1,304 @@
+"""Pretraining on the CPU (model/train.py, model/checkpoint.py, the pretrain stage) on a real small
+corpus: Jane Austen's paragraphs, tokenized by a BPE trained with HF tokenizers (tests/token_corpus.py).
+Sizes are tiny (seq_len 32, 512 tokens a step) so the whole file runs in about a minute on 2 cores."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from model.checkpoint import latest_checkpoint, load_model, load_training_state
+from model.data import TokenStream, open_token_artifact
+from model.gpt import GPT, config_from_preset
+from model.train import Runtime, TrainConfig, lr_at, make_optimizer, train, train_step, validation_loss
+from token_corpus import build_token_artifact
+
+REPO = Path(__file__).resolve().parent.parent
+STEPS = 24
+
+
+def small(**overrides) -> TrainConfig:
+    """tiny preset, 32-token sequences, 512 tokens a step in 2 micro-batches of 8 sequences."""
+    base = dict(preset="tiny", seq_len=32, batch_tokens=512, micro_batch=8, max_steps=STEPS, warmup_steps=4,
+                lr=3e-3, eval_every=12, eval_batches=4, checkpoint_every=0, device="cpu")
+    return TrainConfig(**(base | overrides))
+
+
+def read_metrics(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    torch.set_num_threads(1)  # 2 OpenMP threads on 2 busy shared cores are ~10x slower than one
+    return build_token_artifact(tmp_path_factory.mktemp("tokens"), parts=2, row_group_docs=64)
+
+
+@pytest.fixture(scope="module")
+def full_run(artifact, tmp_path_factory):
+    out = tmp_path_factory.mktemp("full")
+    summary = train(small(), artifact, out, progress=False)
+    return out, summary, read_metrics(out)
+
+
+def test_loss_decreases_and_every_step_is_logged(full_run):
+    out, summary, rows = full_run
+    assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
+    for r in rows:
+        assert {"step", "loss", "lr", "grad_norm", "tokens", "tokens_per_s", "flops_per_s", "mfu"} <= set(r)
+        assert r["mfu"] is None and r["flops_per_s"] > 0  # a CPU has no peak in the table: achieved FLOP/s
+    assert [r["step"] for r in rows if r.get("val_loss") is not None] == [12, 24]
+    uniform = math.log(512)
+    first, last = rows[0]["loss"], sum(r["loss"] for r in rows[-4:]) / 4
+    assert abs(first - uniform) < 0.3  # starts near-uniform ...
+    assert last < first - 0.8  # ... and learns
+    val = [r["val_loss"] for r in rows if r.get("val_loss") is not None]
+    assert val[1] < val[0] < uniform - 0.5
+    assert summary["first_loss"] == first and summary["val_loss"] == val[1]
+    assert summary["tokens_seen"] == STEPS * 512 and summary["grad_accumulation"] == 2
+    # the schedule: linear warmup to the peak, cosine down to min_lr_ratio at the last step
+    lrs = [r["lr"] for r in rows]
+    assert lrs[0] == pytest.approx(3e-3 / 4) and lrs[3] == pytest.approx(3e-3) and lrs[-1] == pytest.approx(3e-4)
+    assert all(a >= b for a, b in zip(lrs[3:], lrs[4:]))
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tensorboard_events_hold_the_logged_scalars(full_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out, _, rows = full_run
+    events = list(out.glob("events.out.tfevents.*"))
+    assert len(events) == 1
+    acc = EventAccumulator(str(events[0]))
+    acc.Reload()
+    logged = [(e.step, e.value) for e in acc.Scalars("train/loss")]
+    assert logged == [(r["step"], pytest.approx(r["loss"], rel=1e-6)) for r in rows]
+    assert [e.step for e in acc.Scalars("val/loss")] == [12, 24]
+
+
+def test_schedules():
+    wsd = small(schedule="wsd", max_steps=100, warmup_steps=10, decay_fraction=0.2, lr=1e-3)
+    assert lr_at(5, wsd) == pytest.approx(5e-4)
+    assert lr_at(10, wsd) == lr_at(50, wsd) == lr_at(80, wsd) == pytest.approx(1e-3)
+    assert lr_at(90, wsd) == pytest.approx(1e-3 - 0.5 * 0.9e-3) and lr_at(100, wsd) == pytest.approx(1e-4)
+    cosine = dataclasses.replace(wsd, schedule="cosine")
+    assert lr_at(55, cosine) == pytest.approx(1e-4 + 0.9e-3 * 0.5)
+
+
+def test_resume_gives_bit_identical_losses(full_run, artifact, tmp_path):
+    out_full, _, full = full_run
+    first = tmp_path / "first"
+    train(small(stop_at=10, checkpoint_every=4), artifact, first, progress=False)
+    # only the newest checkpoint is kept, and it is complete
+    assert sorted(p.name for p in (first / "checkpoints").iterdir()) == ["step-0000010"]
+    assert json.loads((first / "config.json").read_text())["step"] == 10
+    second = tmp_path / "second"
+    summary = train(small(resume=str(first)), artifact, second, progress=False)
+    assert summary["resumed_from"] == 10
+    resumed = read_metrics(second)
+    assert [r["step"] for r in resumed] == list(range(1, STEPS + 1))  # the curve continues the first run's
+    for a, b in zip(full, resumed):
+        assert (a["step"], a["loss"], a["grad_norm"], a.get("val_loss")) == \
+               (b["step"], b["loss"], b["grad_norm"], b.get("val_loss"))  # exact, not approximate
+    final_full, final_resumed = load_file(out_full / "model.safetensors"), load_file(second / "model.safetensors")
+    assert all(torch.equal(final_full[k], final_resumed[k]) for k in final_full)
+
+
+def test_checkpoints_are_safetensors_and_json_and_load_without_pickle(full_run, artifact):
+    out, summary, rows = full_run
+    for path in out.iterdir():
+        if path.is_file() and path.suffix in (".safetensors", ".json", ".jsonl"):
+            head = path.read_bytes()[:2]
+            assert head[:1] != b"\x80" and head != b"PK", f"{path.name} looks like a pickle / torch.save file"
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["step"] == STEPS and meta["model"]["vocab_size"] == 512
+    assert len(meta["loader"]) == 1 and {"epoch", "unit", "row", "offset"} <= set(meta["loader"][0])
+    assert all(isinstance(x, int) for x in meta["rng"]["torch"])
+    optimizer = load_file(out / "optimizer.safetensors")
+    assert any(k.endswith(".exp_avg_sq") for k in optimizer)
+    model, tokenizer_path, loaded_meta = load_model(out)
+    assert tokenizer_path == out / "tokenizer.json" and loaded_meta["step"] == STEPS
+    files, _, _, eot = open_token_artifact(artifact)
+    # the loaded weights reproduce the validation loss the run logged at its last step
+    again = validation_loss(model, files, 32, 8, eot, Runtime(), max_batches=4, seed=0)
+    assert again == pytest.approx(rows[-1]["val_loss"], abs=1e-6)
+
+
+KILL_SCRIPT = """
+import sys, torch
+from pathlib import Path
+from model.gpt import GPT, config_from_preset
+from model.train import TrainConfig, make_optimizer
+from model.checkpoint import save_checkpoint
+torch.manual_seed(0)
+model = GPT(config_from_preset("tiny", 512))
+optimizer = make_optimizer(model, TrainConfig(), torch.device("cpu"))
+model(torch.zeros(1, 8, dtype=torch.long), torch.zeros(1, 8, dtype=torch.long))[1].backward()
+optimizer.step()
+step = 0
+while True:
+    step += 1
+    save_checkpoint(Path(sys.argv[1]), model, optimizer, {"step": step, "loader": [], "tokens_seen": 0})
+"""
+
+
+def test_kill_9_during_a_checkpoint_leaves_the_previous_one_usable(tmp_path):
+    folder = tmp_path / "checkpoints"
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(folder)], cwd=REPO,
+                            env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1"))
+    try:
+        deadline = time.monotonic() + 60
+        # wait for a second checkpoint to be in the middle of being written, then kill -9
+        while not (list(folder.glob("step-*")) and list(folder.glob(".tmp-step-*"))):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.002)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    latest = latest_checkpoint(folder)
+    torch.manual_seed(1)
+    model = GPT(config_from_preset("tiny", 512))
+    optimizer = make_optimizer(model, TrainConfig(), torch.device("cpu"))
+    meta = load_training_state(latest, model, optimizer)
+    assert meta["step"] >= 1 and optimizer.state  # AdamW moments restored
+    torch.manual_seed(0)  # the weights the script saved: seed 0, one step
+    saved = GPT(config_from_preset("tiny", 512))
+    step = make_optimizer(saved, TrainConfig(), torch.device("cpu"))
+    saved(torch.zeros(1, 8, dtype=torch.long), torch.zeros(1, 8, dtype=torch.long))[1].backward()
+    step.step()
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), saved.state_dict().values()))
+    assert all(p.name.startswith(("step-", ".tmp-step-")) for p in folder.iterdir())
+
+
+def test_gradient_accumulation_gives_the_update_of_one_big_batch(artifact):
+    (x, y), = _global_batches(artifact, steps=1)
+    params = []
+    for split in (1, 2, 4):  # 8 sequences as 1, 2 or 4 micro-batches
+        torch.manual_seed(0)
+        model = GPT(config_from_preset("tiny", 512, block_size=32))
+        optimizer = torch.optim.SGD(model.parameters())
+        rows = 8 // split
+        micro = [(x[i:i + rows], y[i:i + rows]) for i in range(0, 8, rows)]
+        loss, _ = train_step(model, optimizer, micro, lr=0.5, grad_clip=0, device=torch.device("cpu"))
+        params.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert (params[0] - params[1]).abs().max() < 1e-6 and (params[0] - params[2]).abs().max() < 1e-6
+
+
+# ------------------------------------------------------------------------------------------ DDP
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _global_batches(artifact: Path, steps: int = 2):
+    files, _, _, eot = open_token_artifact(artifact)
+    stream = TokenStream(files, 32, 8, eot, seed=11)
+    return [next(stream) for _ in range(steps)]
+
+
+def _ddp_worker(rank: int, port: int, artifact: str, out: str) -> None:
+    import torch.distributed as dist
+    from safetensors.torch import save_file
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        torch.manual_seed(0)
+        model = GPT(config_from_preset("tiny", 512, block_size=32))
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        optimizer = torch.optim.SGD(model.parameters())  # update = -lr x gradient: any scaling error shows
+        for x, y in _global_batches(Path(artifact)):
+            mine = slice(4 * rank, 4 * rank + 4)  # this rank's half of the global batch, in 2 micro-batches
+            micro = [(x[mine][:2], y[mine][:2]), (x[mine][2:], y[mine][2:])]
+            train_step(ddp, optimizer, micro, lr=0.5, grad_clip=0.5, device=torch.device("cpu"), ddp=True)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, f"{out}/step-rank{rank}.safetensors")
+        # the whole loop under DDP (AdamW): data striped by rank, a checkpoint with both ranks' loader states
+        train(small(max_steps=2, eval_every=0), artifact, f"{out}/run", progress=False)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, f"{out}/run-rank{rank}.safetensors")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_rank_ddp_gives_the_same_update_as_one_process(artifact, tmp_path):
+    torch.multiprocessing.spawn(_ddp_worker, args=(_free_port(), str(artifact), str(tmp_path)), nprocs=2, join=True)
+    torch.manual_seed(0)
+    model = GPT(config_from_preset("tiny", 512, block_size=32))
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.SGD(model.parameters())
+    norms = []
+    for x, y in _global_batches(artifact):  # one process, the same 8 sequences in 2 micro-batches of 4
+        _, norm = train_step(model, optimizer, [(x[:4], y[:4]), (x[4:], y[4:])], lr=0.5, grad_clip=0.5,
+                             device=torch.device("cpu"))
+        norms.append(float(norm))
+    assert min(norms) > 0.5  # clipping was active, so the global norm had to be the same too
+    ranks = [load_file(tmp_path / f"step-rank{r}.safetensors") for r in range(2)]
+    for name, value in model.state_dict().items():
+        assert torch.equal(ranks[0][name], ranks[1][name])
+        assert (ranks[0][name] - value).abs().max() < 1e-6, name
+    moved = max((model.state_dict()[k] - initial[k]).abs().max() for k in initial)
+    assert moved > 1e-3
+    meta = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert [s["rank"] for s in meta["loader"]] == [0, 1] and meta["loader"][0]["world_size"] == 2
+    assert meta["step"] == 2 and meta["tokens_seen"] == 2 * 512
+    run = [load_file(tmp_path / f"run-rank{r}.safetensors") for r in range(2)]
+    assert all(torch.equal(run[0][k], run[1][k]) for k in run[0])  # DDP kept the ranks in step
+
+
+# --------------------------------------------------------------------------------- the stage
+
+def test_pretrain_stage_is_cached_and_resume_is_keyed_by_checkpoint_content(artifact, tmp_path, monkeypatch):
+    import shutil
+
+    import pipeline.stages.pretrain as pretrain
+    from pipeline.runner import plan, run_stage
+    from pipeline.stages import get_stage
+    from storage.store import ArtifactStore
+
+    stage = get_stage("pretrain")
+    store = ArtifactStore(tmp_path / "store")
+    config = small(max_steps=6, eval_every=0)
+    first = run_stage(stage, [artifact], config, store)
+    assert not first.cached
+    stats = first.manifest["stats"]
+    names = {o["file"] for o in first.manifest["side_outputs"]}
+    assert {"model.safetensors", "config.json", "tokenizer.json", "metrics.jsonl", "loss.png"} <= names
+    assert any(n.startswith("events.out.tfevents.") for n in names)
+    assert stats["tokens"] == 6 * 512 and stats["train"]["steps"] == 6
+    entropy = stats["train"]["unigram_entropy_nats"]
+    assert 3.0 < entropy < math.log(512)  # real text: well below uniform
+    assert stats["train"]["val_loss"] < math.log(512) and any("unigram entropy" in s for s in stats["summary_lines"])
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(pretrain, "train", no_training)
+    again = run_stage(stage, [artifact], config, store)
+    assert again.cached and again.path == first.path and again.manifest == first.manifest
+    # device and checkpoint frequency do not name the output; the learning rate does
+    assert plan(stage, [artifact], dataclasses.replace(config, device="auto", checkpoint_every=3))[2] == first.key
+    assert plan(stage, [artifact], dataclasses.replace(config, lr=1e-3))[2] != first.key
+    # --resume: the checkpoint's content is in the key, not its path
+    copy = tmp_path / "copy"
+    shutil.copytree(first.path, copy)
+    resumed = dataclasses.replace(config, max_steps=8, resume=str(first.path))
+    key = plan(stage, [artifact], resumed)[2]
+    assert plan(stage, [artifact], dataclasses.replace(resumed, resume=str(copy)))[2] == key
+    assert key != plan(stage, [artifact], dataclasses.replace(config, max_steps=8))[2]
+    monkeypatch.undo()
+    result = run_stage(stage, [artifact], resumed, store)
+    assert result.key == key
+    assert [r["step"] for r in read_metrics(result.path)] == list(range(1, 9))
