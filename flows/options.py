@@ -165,10 +165,10 @@ def check_crawl(paths) -> None:
 
 def name_artifacts(message: str, inputs) -> str:
     """An error about an input that is an artifact folder says which stage made it, if it does not already."""
-    from pipeline.documents import artifact_stage
+    from pipeline.documents import an, artifact_stage
 
     for item in inputs:
         made_by = artifact_stage(item)
         if made_by and str(item) in message and f"{made_by} artifact" not in message:
-            message += f" ({Path(item).name} is a {made_by} artifact)"
+            message += f" ({Path(item).name} is {an(made_by)} artifact)"
     return message

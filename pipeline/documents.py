@@ -37,6 +37,11 @@ DOCUMENT_LIST_KEYS = ("documents", "docs", "data", "rows", "records", "items")
 _noted: set[str] = set()  # note lines already printed by this process (plan() runs more than once)
 
 
+def an(word: str) -> str:
+    """'an ingest', 'a dedup': the article that goes with a stage name."""
+    return f"{'an' if word[:1].lower() in 'aeio' else 'a'} {word}"
+
+
 def has_suffix(path: Path, suffixes: Sequence[str]) -> bool:
     name = path.name.lower()
     return any(name.endswith(s) for s in suffixes)
@@ -104,6 +109,16 @@ def expand_inputs(inputs: Sequence[str | os.PathLike], suffixes: Sequence[str], 
 def _folder_files(folder: Path, suffixes, label: str, require) -> list[Path]:
     if is_artifact(folder):
         return _artifact_files(folder, suffixes, label, require)
+    # A store or a stage's folder in it (artifacts/extract): its files are several runs' outputs
+    # plus cached shards, never one input. One artifact there is meant; several are ambiguous.
+    inside = sorted({p.parent for p in folder.glob("*/manifest.json")} | {p.parent for p in folder.glob("*/*/manifest.json")},
+                    key=lambda p: (p / "manifest.json").stat().st_mtime)
+    if len(inside) == 1:
+        return _artifact_files(inside[0], suffixes, label, require)
+    if inside:
+        stages = ", ".join(sorted({artifact_stage(p) or "?" for p in inside}))
+        raise StageError(f"{folder}: holds {len(inside)} artifacts ({stages}), not one input; "
+                         f"give one artifact folder, e.g. the newest: {inside[-1]}")
     files = [p for p in sorted(folder.rglob("*"))
              if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
     if not files:
@@ -143,11 +158,11 @@ def _artifact_files(folder: Path, suffixes, label: str, require) -> list[Path]:
     files = artifact_data_files(folder)
     if not files:
         side = ", ".join(e["file"] for e in manifest.get("side_outputs", [])) or "nothing"
-        raise StageError(f"{folder}: a {made_by} artifact with no data parts (it holds {side}); "
+        raise StageError(f"{folder}: {an(made_by)} artifact with no data parts (it holds {side}); "
                          f"{label} reads {_kind_name(suffixes)} files")
     wrong = [f for f in files if not has_suffix(f, suffixes)]
     if wrong:
-        raise StageError(f"{folder}: a {made_by} artifact ({suffix_of(wrong[0])} parts); "
+        raise StageError(f"{folder}: {an(made_by)} artifact ({suffix_of(wrong[0])} parts); "
                          f"{label} reads {_kind_name(suffixes)} files ({', '.join(suffixes)})")
     if require and has_suffix(files[0], (".parquet",)):
         try:
@@ -156,7 +171,7 @@ def _artifact_files(folder: Path, suffixes, label: str, require) -> list[Path]:
             raise StageError(f"{files[0]}: not a readable Parquet file ({_first_line(exc)})") from None
         problem = column_problem(files[0].name, schema, require)
         if problem:
-            raise StageError(f"{folder}: a {made_by} artifact, not input for {label}: {problem}")
+            raise StageError(f"{folder}: {an(made_by)} artifact, not input for {label}: {problem}")
     return files
 
 
@@ -469,10 +484,10 @@ def require_artifact(item: str | os.PathLike, expected: str | Sequence[str], rea
     if not path.exists():
         raise StageError(f"{item}: no such file or folder")
     if not path.is_dir():
-        raise StageError(f"{item}: a file; {reader} reads a {want} artifact folder")
+        raise StageError(f"{item}: a file; {reader} reads {an(want)} artifact folder")
     made_by = artifact_stage(path)
     if made_by is None:
-        raise StageError(f"{item}: not an artifact folder (no manifest.json); {reader} reads a {want} artifact")
+        raise StageError(f"{item}: not an artifact folder (no manifest.json); {reader} reads {an(want)} artifact")
     if made_by not in expected:
-        raise StageError(f"{item}: a {made_by} artifact; {reader} reads a {want} artifact")
+        raise StageError(f"{item}: {an(made_by)} artifact; {reader} reads {an(want)} artifact")
     return path
