@@ -71,7 +71,7 @@ def generate_command(
             sys.stdout.flush()
     except KeyboardInterrupt:
         pass
-    sys.stdout.write("\n")
+    sys.stdout.write(stream.flush() + "\n")
 
 
 def export_command(

@@ -83,6 +83,12 @@ class TextStream:
         piece, self.emitted = text[self.emitted:], len(text)
         return piece
 
+    def flush(self) -> str:
+        """What is held back (an incomplete character at the very end), once generation is over."""
+        text = self.text()
+        piece, self.emitted = text[self.emitted:], len(text)
+        return piece
+
     def text(self) -> str:
         return self.tokenizer.decode(self.ids, skip_special_tokens=self.skip_special)
 
