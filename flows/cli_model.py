@@ -101,6 +101,8 @@ def make_benchmark_command(
     context_words: int = typer.Option(24, "--context-words", help="Words of context (the start of a paragraph)."),
     ending_words: int = typer.Option(12, "--ending-words", help="Words of each ending."),
     choices: int = typer.Option(4, "--choices", help="Endings per item (1 true, the rest from other documents)."),
+    per_document: int = typer.Option(1, "--per-document", help="Items per document at most (0: every paragraph "
+                                                               "long enough; for a small held-out split)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     split: str = typer.Option("val", "--split", help="Split of a token artifact to draw from (held out from training: val)."),
     language: Optional[str] = typer.Option(None, "--language", help="Only documents with this `language` (e.g. en)."),
@@ -108,10 +110,10 @@ def make_benchmark_command(
     from model.benchmarks import (BenchmarkError, ContinuationTaskConfig, continuation_items,
                                   read_held_out_documents, write_jsonl)
 
-    if items < 1 or context_words < 1 or ending_words < 1 or choices < 2:
-        fail("need --items >= 1, --context-words >= 1, --ending-words >= 1 and --choices >= 2")
+    if items < 1 or context_words < 1 or ending_words < 1 or choices < 2 or per_document < 0:
+        fail("need --items >= 1, --context-words >= 1, --ending-words >= 1, --choices >= 2 and --per-document >= 0")
     config = ContinuationTaskConfig(items=items, context_words=context_words, ending_words=ending_words,
-                                    choices=choices, seed=seed)
+                                    choices=choices, per_document=per_document, seed=seed)
     try:
         made = continuation_items(read_held_out_documents(input, split, language), config)
     except BenchmarkError as exc:

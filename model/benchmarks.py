@@ -225,14 +225,15 @@ class ContinuationTaskConfig:
     context_words: int = 24    # the start of a paragraph the model is given
     ending_words: int = 12     # each ending: the true next words, or the same span of another document
     choices: int = 4
+    per_document: int = 1      # paragraphs (items) per document at most; 0: every long enough paragraph
     seed: int = 0
 
 
 def continuation_items(documents: Iterable[tuple[str, str]], config: ContinuationTaskConfig) -> list[dict]:
     """HellaSwag-format items from (id, text) documents: "which continuation is the real one".
 
-    Each document gives at most one item: a paragraph (a line of extracted text) long enough for a
-    context and an ending, picked at random. The wrong endings are the true endings of other
+    Each document gives at most `per_document` items: paragraphs (lines of extracted text) long
+    enough for a context and an ending, picked at random. The wrong endings are the true endings of other
     documents' items (the same word span after the same number of words), so they are fluent text
     of the same length; only the fit to the context tells them apart. Deterministic by seed."""
     rng = random.Random(config.seed)
@@ -241,17 +242,18 @@ def continuation_items(documents: Iterable[tuple[str, str]], config: Continuatio
     for doc_id, text in documents:
         paragraphs = [p.split() for p in re.split(r"\n+", text or "")]
         paragraphs = [w for w in paragraphs if len(w) >= needed]
-        if not paragraphs:
-            continue
-        words = paragraphs[rng.randrange(len(paragraphs))]
-        context = " ".join(words[:config.context_words])
-        ending = " ".join(words[config.context_words:needed])
-        if context in seen_contexts:  # boilerplate repeated across pages: one item is enough
-            continue
-        seen_contexts.add(context)
-        candidates.append((doc_id, context, ending))
+        if config.per_document and len(paragraphs) > config.per_document:
+            picked = sorted(rng.sample(range(len(paragraphs)), config.per_document))
+            paragraphs = [paragraphs[i] for i in picked]
+        for words in paragraphs:
+            context = " ".join(words[:config.context_words])
+            ending = " ".join(words[config.context_words:needed])
+            if context in seen_contexts:  # boilerplate repeated across pages: one item is enough
+                continue
+            seen_contexts.add(context)
+            candidates.append((doc_id, context, ending))
     if len(candidates) < config.choices:
-        raise BenchmarkError(f"only {len(candidates)} documents have a paragraph of {needed}+ words; "
+        raise BenchmarkError(f"only {len(candidates)} paragraphs of {needed}+ words in the documents; "
                              f"need at least {config.choices} (fewer --context-words/--ending-words?)")
     rng.shuffle(candidates)
     chosen = candidates[:config.items]

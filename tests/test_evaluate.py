@@ -251,6 +251,9 @@ def test_continuation_task_is_real_continuations_and_deterministic():
         assert all(not e.startswith(doc + "p") for e in others)  # wrong endings: other documents
     assert continuation_items(paragraph_docs(), config) == items
     assert continuation_items(paragraph_docs(), ContinuationTaskConfig(items=8, context_words=10, ending_words=5, seed=4)) != items
+    every = continuation_items(paragraph_docs(4), ContinuationTaskConfig(items=100, context_words=10, ending_words=5,
+                                                                          per_document=0))
+    assert len(every) == 12  # 3 paragraphs in each of 4 documents
     same_endings = [(f"d{n}", f"start {n} of the line and then the same words here") for n in range(10)]
     with pytest.raises(BenchmarkError, match="different endings"):  # and no endless search
         continuation_items(same_endings, ContinuationTaskConfig(context_words=3, ending_words=5))
@@ -276,7 +279,7 @@ def test_make_benchmark_from_token_artifact_uses_val_documents(world, tmp_path):
     too_few = run_cli("make-benchmark", "--input", tok_dir, "--output", tmp_path / "x.jsonl", "--context-words", "50",
                       check=False)
     assert too_few.returncode == 2 and "Traceback" not in too_few.stderr
-    assert too_few.stderr.strip().splitlines()[-1].startswith("error: only 0 documents have a paragraph of 62+ words")
+    assert too_few.stderr.strip().splitlines()[-1].startswith("error: only 0 paragraphs of 62+ words")
 
 
 # ------------------------------------------------------------------------------------- the stage
