@@ -47,10 +47,10 @@ def tokenizer_from_ranks(ranks: list[tuple[bytes, int]], pattern: str = SPLIT_PA
     rank_of = dict(ranks)
     if sorted(rank_of.values()) != list(range(len(rank_of))) or any(rank_of.get(bytes([b])) != b for b in range(256)):
         raise ValueError("ranks must number tokens 0..n-1 with byte b at rank b")
-    alphabet = byte_alphabet()
+    to_alphabet = {b: char for b, char in enumerate(byte_alphabet())}
 
     def spelled(token: bytes) -> str:
-        return "".join(alphabet[b] for b in token)
+        return token.decode("latin-1").translate(to_alphabet)
 
     merges = []
     for token, rank in sorted(ranks, key=lambda item: item[1])[256:]:
@@ -70,6 +70,17 @@ def tokenizer_from_ranks(ranks: list[tuple[bytes, int]], pattern: str = SPLIT_PA
 
 
 def _merge_with_ranks_below(rank_of: dict[bytes, int], token: bytes, max_rank: int) -> tuple[bytes, bytes]:
+    # Fast path: when only one split of the token has both halves learned before it, that split is
+    # the merge (it must be one of them). Ties fall back to replaying BPE over the token's bytes.
+    found = None
+    for i in range(1, len(token)):
+        if rank_of.get(token[:i], max_rank) < max_rank and rank_of.get(token[i:], max_rank) < max_rank:
+            if found is not None:
+                break
+            found = i
+    else:
+        if found is not None:
+            return token[:found], token[found:]
     parts = [bytes([b]) for b in token]
     while len(parts) > 2:
         best, best_rank = None, max_rank
