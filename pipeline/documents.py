@@ -331,6 +331,11 @@ def read_documents(path: Path, on_bad: Callable[[str, str], None], batch_rows: i
         yield from _read_json(path, on_bad, require)
     else:
         raise ShardError("unsupported_file", f"{path.name}: not Parquet or JSONL (expected {', '.join(DOCUMENT_SUFFIXES)})")
+    # `on_bad` is usually a ShardContext's fault(): at the end of the file it prints one line for
+    # the warnings it held back ("and N more like this"), whichever stage reads the file.
+    end_of_file = getattr(getattr(on_bad, "__self__", None), "end_of_file", None)
+    if callable(end_of_file):
+        end_of_file(path.name)
 
 
 def _read_parquet(path: Path, on_bad, batch_rows: int, require: str) -> Iterator[dict]:

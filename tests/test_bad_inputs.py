@@ -362,6 +362,24 @@ def test_sample_crawl_output_that_is_a_file(bad):
     assert_one_line_error(invoke("sample-crawl", ["--output", bad["notes"]]), "notes.txt")
 
 
+def test_warnings_are_summed_up_per_file_when_one_context_reads_several(tmp_path, capsys):
+    """Global stages (dedup, train-tokenizer) read every file through one ShardContext."""
+    from pipeline.documents import read_documents
+    from pipeline.stage import ShardContext
+
+    files = []
+    for name, broken in (("a.jsonl", 12), ("b.jsonl", 7)):
+        (tmp_path / name).write_text("\n".join(['{"text": "fine"}'] + ["{broken"] * broken) + "\n")
+        files.append(tmp_path / name)
+    ctx = ShardContext(files[0])
+    assert sum(len(list(read_documents(f, ctx.fault))) for f in files) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert [line for line in err if "more like this" in line] == [
+        "warning: a.jsonl: and 7 more like this (bad_json_line; all counted in the manifest)",
+        "warning: b.jsonl: and 2 more like this (bad_json_line; all counted in the manifest)"]
+    assert len(err) == 12 and ctx.faults == {"bad_json_line": 19}
+
+
 # --------------------------------------------------------------------------- end to end, real process
 
 def scratchlm(*args, store: Path):

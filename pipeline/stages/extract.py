@@ -28,7 +28,6 @@ def extract_text(docs: Iterator[dict], config: ExtractConfig, ctx: ShardContext)
 def read_html_shard(path, config, ctx):
     """Ingest's Parquet, or a user's own: any Parquet/JSONL with an `html` column (bytes or str)."""
     yield from read_documents(path, ctx.fault, require="html")
-    ctx.end_of_file()
 
 
 STAGE = ShardStage(
