@@ -272,8 +272,9 @@ class Deduper:
         self.lsh = MinHashLSH(threshold=config.threshold, num_perm=config.num_perm, params=(config.bands, config.rows),
                               storage_config=self.storage_config, prepickle=False)
         self.kept_ids: list[str] = []
-        self._signature_parts: list[np.ndarray] = []
-        self._signatures = np.zeros((0, config.num_perm), np.uint32)
+        # Signatures of kept documents by ordinal, in a buffer that doubles when full: appending
+        # file after file stays linear in the number of documents.
+        self._buffer = np.zeros((1024, config.num_perm), np.uint32)
         self.kept_by_text: dict[bytes, int] = {}
         self.n_against = 0
         if against is not None and len(against):
@@ -352,10 +353,18 @@ class Deduper:
     def _key(self, ordinal: int):
         return ordinal.to_bytes(8, "big") if self.storage_config else ordinal
 
+    @property
+    def _signatures(self) -> np.ndarray:
+        return self._buffer[:len(self.kept_ids)]
+
     def _index(self, ids: list[str], signatures: np.ndarray, ordinals: range) -> None:
+        start, end = len(self.kept_ids), len(self.kept_ids) + len(ids)
+        if end > len(self._buffer):
+            grown = np.zeros((max(end, 2 * len(self._buffer)), self._buffer.shape[1]), np.uint32)
+            grown[:start] = self._buffer[:start]
+            self._buffer = grown
+        self._buffer[start:end] = signatures
         self.kept_ids.extend(ids)
-        if len(ids):
-            self._signatures = np.concatenate([self._signatures, signatures])
         with self.lsh.insertion_session() as session:
             for ordinal, signature in zip(ordinals, signatures):
                 if (signature != EMPTY_VALUE).any():  # no shingles, nothing to find near it
