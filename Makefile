@@ -4,10 +4,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 BENCH_VENV ?= .venv-bench
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench lm-eval-venv clean
 
 # Prefect's temporary server would otherwise phone home on every start.
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -32,6 +33,17 @@ $(BENCH_VENV)/.installed: benchmarks/requirements.txt
 
 bench: setup $(BENCH_VENV)/.installed
 	$(PY) benchmarks/run_all.py
+
+# lm-evaluation-harness, for benchmarks/lm_eval_parity.py: its own venv on top of .venv's packages
+# (a .pth file), so lm-eval's extra dependencies never touch .venv and torch is not downloaded again.
+LMEVAL_VENV ?= .venv-lmeval
+$(LMEVAL_VENV)/.installed: benchmarks/requirements-lmeval.txt $(STAMP)
+	test -x $(LMEVAL_VENV)/bin/python || python3 -m venv $(LMEVAL_VENV)
+	$(PY) -c "import site; print(site.getsitepackages()[0])" > "$$($(LMEVAL_VENV)/bin/python -c 'import site; print(site.getsitepackages()[0])')/scratchlm-venv.pth"
+	$(LMEVAL_VENV)/bin/pip install --quiet --disable-pip-version-check -r benchmarks/requirements-lmeval.txt
+	touch $@
+
+lm-eval-venv: setup $(LMEVAL_VENV)/.installed
 
 clean:
 	rm -rf artifacts .pytest_cache

@@ -9,8 +9,8 @@ from typing import Optional
 
 import typer
 
-from flows.options import (OneLineErrors, build_config, check_config, check_crawl, dataclass_parameters, name_artifacts,
-                           parse_assignments)
+from flows.options import (OneLineErrors, build_config, check_config, check_crawl, check_store, dataclass_parameters,
+                           name_artifacts, parse_assignments)
 from pipeline.errors import StageError
 from pipeline.runner import RunOptions
 from pipeline.stages import DATA_STAGES, STAGE_MODULES, get_stage
@@ -50,6 +50,7 @@ def _stage_command(stage):
         config = build_config(stage.config_cls, values)
         options = build_config(RunOptions, values)
         against = values.get("against") or []
+        check_store(values["store"])
         try:
             result = run_stage(stage, values["input"], config, ArtifactStore(values["store"]), options,
                                against=[str(a) for a in against])
@@ -138,6 +139,7 @@ def run_pipeline(
         if not Path(p).exists():
             fail(f"{p}: no such file or folder")
     check_crawl(crawl_paths)  # WARC files, before a Prefect server starts
+    check_store(store)
     if workers < 0:
         fail(f"--workers: must be at least 0 (0: one per core), got {workers}")
     try:
@@ -175,6 +177,7 @@ def serve_pipeline(
         check_crawl(crawl)
     if not every_hours >= 0:
         fail(f"--every-hours: must be 0 or more, got {every_hours}")
+    check_store(store)
     from flows.deployments import GROUPS, serve
 
     for group in only or []:
@@ -202,6 +205,7 @@ def update_tokens_command(
         configs = parse_assignments(set_ or [], {name: get_stage(name).config_cls() for name in TOKEN_CHAIN})
     except typer.BadParameter as exc:
         fail(str(exc))
+    check_store(store)
     options = RunOptions(workers=workers or RunOptions().workers)
 
     def report(name, result):
@@ -279,6 +283,10 @@ _register_model_commands(app)
 
 
 def main() -> None:
+    import os
+
+    # Prefect's temporary server gets 20 s to start by default; a busy 2-core machine needs more.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     sys.argv = [sys.argv[0]] + _expand_multi_value_options(sys.argv[1:])
     app()
 
