@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 import sys
 import typing
 from pathlib import Path
@@ -52,7 +53,7 @@ class OneLineErrors(TyperGroup):
             _error(one_line(exc), exc.exit_code or 2)
         except StageError as exc:
             _error(one_line(exc), 2)
-        except click_exceptions.Abort:
+        except typer.Abort:
             _error("aborted", 1)
         sys.exit(result if isinstance(result, int) else 0)
 
@@ -172,3 +173,17 @@ def name_artifacts(message: str, inputs) -> str:
         if made_by and str(item) in message and f"{made_by} artifact" not in message:
             message += f" ({Path(item).name} is {an(made_by)} artifact)"
     return message
+
+
+def check_store(root) -> None:
+    """The artifact store must be a folder this user can write (checked before any worker starts)."""
+    from storage.store import default_root
+
+    path = Path(root) if root is not None else default_root()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent  # the folder it will be created in
+    if not existing.is_dir():
+        raise StageError(f"--store {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise StageError(f"--store {path}: {existing} is not writable")

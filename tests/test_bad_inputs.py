@@ -300,6 +300,16 @@ def test_every_input_parameter_refuses_a_missing_path_and_a_wrong_file(words, st
             assert_one_line_error(result, path.name)
 
 
+@pytest.mark.parametrize("words", [w for w, c in COMMANDS.items() if any(p.name == "store" for p in c.params)])
+def test_a_store_that_is_a_file(words, stage_args, knob_values, bad):
+    """Checked before any worker starts (a worker would die on it with a traceback)."""
+    extra = stage_args(words.split()[1])[2:] if words.startswith("stage ") else []
+    right = {"input": bad["docs"], "crawl": SAMPLE_CRAWL, "tokenizer": knob_values["tokenizer"]}
+    args = invocation(COMMANDS[words], {**{p.name: right[p.name] for p in COMMANDS[words].params
+                                           if p.required and p.name in right}, "store": bad["notes"]}) + extra
+    assert_one_line_error(invoke(words, args), "--store")
+
+
 def _stage_option_cases():
     """Values out of range for the data stages' knobs, and for the run options every stage has."""
     cases = [
