@@ -89,6 +89,8 @@ def _print_summary(result) -> None:
     if "shards" in stats:
         line += f"; shards computed {stats['shards']['computed']}, reused {stats['shards']['reused']}"
     typer.echo(line, err=True)
+    for extra_line in stats.get("summary_lines", []):  # pretrain: first/last/val loss, unigram entropy
+        typer.echo(extra_line, err=True)
 
 
 for _name in STAGE_MODULES:
@@ -206,6 +208,10 @@ def update_tokens_command(
     except typer.BadParameter as exc:
         fail(str(exc))
     check_store(store)
+    check_crawl(crawl)  # and the tokenizer, before ingest … dedup spend minutes on the crawl
+    check_config(__import__("dataclasses").replace(configs["tokenize"], tokenizer=str(tokenizer)))
+    if workers < 0:
+        fail(f"--workers: must be at least 0 (0: one per core), got {workers}")
     options = RunOptions(workers=workers or RunOptions().workers)
 
     def report(name, result):
