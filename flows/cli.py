@@ -200,6 +200,8 @@ def update_tokens_command(
     set_: Optional[list[str]] = typer.Option(None, "--set", help="A knob, STAGE.KNOB=VALUE (repeatable), e.g. langid.languages=all."),
     workers: int = typer.Option(0, "--workers", help="Worker processes per stage [default: one per core]."),
 ):
+    from dataclasses import replace
+
     from pipeline.chain import TOKEN_CHAIN, shard_counts, update_tokens
     from storage.store import ArtifactStore
 
@@ -209,7 +211,7 @@ def update_tokens_command(
         fail(str(exc))
     check_store(store)
     check_crawl(crawl)  # and the tokenizer, before ingest … dedup spend minutes on the crawl
-    check_config(__import__("dataclasses").replace(configs["tokenize"], tokenizer=str(tokenizer)))
+    check_config(replace(configs["tokenize"], tokenizer=str(tokenizer)))
     if workers < 0:
         fail(f"--workers: must be at least 0 (0: one per core), got {workers}")
     options = RunOptions(workers=workers or RunOptions().workers)

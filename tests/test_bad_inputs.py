@@ -285,12 +285,13 @@ def test_a_number_that_is_not_a_number(words, option):
 
 
 @pytest.mark.parametrize("words", [w for w, c in COMMANDS.items() if input_params(c)])
-def test_every_input_parameter_refuses_a_missing_path_and_a_wrong_file(words, stage_args, bad, tmp_path):
+def test_every_input_parameter_refuses_a_missing_path_and_a_wrong_file(words, stage_args, knob_values, bad, tmp_path):
     command = COMMANDS[words]
     required_knobs = stage_args(words.split()[1])[2:] if words.startswith("stage ") else []
+    right = {"input": bad["docs"], "crawl": SAMPLE_CRAWL, "tokenizer": knob_values["tokenizer"]}
     for param in input_params(command):
         for path in (tmp_path / "no-such-thing", bad["notes"]):
-            values = {p.name: bad["docs"] for p in input_params(command)}  # the others: something that exists
+            values = {p.name: right.get(p.name, bad["docs"]) for p in input_params(command)}  # the others: right ones
             values.update({p.name: tmp_path / "out" for p in command.params
                            if p.required and p.name in OUTPUT_PARAMS})
             values[param.name] = path
