@@ -82,7 +82,7 @@ def write_checkpoint(folder: Path, model, tokenizer_path: Path, step: int = 0, d
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
     shutil.copyfile(tokenizer_path, folder / "tokenizer.json")
-    meta = {"model": asdict(model.config), "step": step, "tokens_seen": 0, "data": [str(p) for p in data or []]}
+    meta = {"model": asdict(model.config), "step": step, "tokens_seen": 0, "data": {"files": [str(p) for p in data or []]}}
     (folder / "config.json").write_text(json.dumps(meta))
     return folder
 

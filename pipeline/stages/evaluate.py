@@ -32,7 +32,8 @@ class EvaluateConfig:
     benchmark_format: str = knob("auto", "Format of the benchmark files (auto: detected from the fields).",
                                  choices=("auto",) + FORMATS)
     tokens: str = knob("", "Token artifact whose val split gives loss and bits per byte [default: the token files "
-                           "the checkpoint was trained on].", in_key=False)
+                           "named in the checkpoint's config.json, when they are absolute paths that exist].",
+                       in_key=False)
     max_items: int = knob(0, "Score at most the first N items of each benchmark (0: all).")
     max_val_tokens: int = knob(200_000, "Held-out tokens for loss and bits per byte (0: the whole val split).")
     prompt: list[str] = knob(list(DEFAULT_PROMPTS), "Prompt of a sampled generation in the report; repeat for several.")
@@ -89,6 +90,15 @@ def evaluate_references(config: EvaluateConfig) -> list[Path]:
     return files
 
 
+def trained_on(meta: dict) -> list[Path]:
+    """The token files a checkpoint's config.json says it was trained on, when they are still there
+    (config.json "data": {"files": [...]} or a list; relative names cannot be found)."""
+    data = meta.get("data")
+    files = data.get("files", []) if isinstance(data, dict) else data or []
+    paths = [Path(p) for p in files if isinstance(p, str)]
+    return paths if paths and all(p.is_absolute() and p.is_file() for p in paths) else []
+
+
 # ------------------------------------------------------------------------------------------- run
 
 def _device(name: str) -> str:
@@ -117,7 +127,7 @@ def run_evaluate(files: list[Path], config: EvaluateConfig, out_dir: Path, again
     except CheckpointError as exc:
         raise StageError(str(exc)) from None
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
-    data = token_files(config.tokens) if config.tokens else [Path(p) for p in meta.get("data", []) if Path(p).is_file()]
+    data = token_files(config.tokens) if config.tokens else trained_on(meta)
 
     report: dict = {"checkpoint": str(folder), "step": meta.get("step"), "tokens_seen": meta.get("tokens_seen"),
                     "model": meta.get("model"), "parameters": model.num_params(),
