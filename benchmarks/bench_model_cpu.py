@@ -144,8 +144,8 @@ def main() -> None:
     ratio_cpu = rows[0]["tokens_per_cpu_s"] / rows[1]["tokens_per_cpu_s"]
     ratio_cpu_paired = statistics.median(a / b for a, b in zip(ours_cpu, llama_cpu))
 
-    print(f"preset {args.preset}: {ours.num_params() / 1e6:.2f}M parameters "
-          f"({ours.num_params(non_embedding=True) / 1e6:.2f}M non-embedding), vocab {config.vocab_size}, "
+    print(f"preset {args.preset}: {ours.num_params() / 1e6:.2f}M parameters, "
+          f"{flops_per_token / 1e6:.1f} MFLOP per token trained, vocab {config.vocab_size}, "
           f"batch {args.batch} x {seq_len} tokens, float32, AdamW; {torch.get_num_threads()} threads, torch {torch.__version__}")
     print(f"{'model':28} {'tokens/s':>10} {'(median)':>10} {'GFLOP/s':>9} {'tok/CPU-s':>10} {'(median)':>10} "
           f"{'first loss':>11}")
