@@ -95,6 +95,8 @@ def expand_inputs(inputs: Sequence[str | os.PathLike], suffixes: Sequence[str], 
             raise StageError(f"{item}: no such file or folder")
         if path.is_dir():
             found.extend(_folder_files(path, suffixes, label, require))
+        elif not path.is_file():  # a pipe or a device: reading it to look could wait forever
+            raise StageError(f"{item}: not a regular file")
         else:
             problem = _kind_problem(path, suffixes, label) or _content_problem(path, require)
             if problem:

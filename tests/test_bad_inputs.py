@@ -246,6 +246,18 @@ def test_a_store_is_not_one_input(artifacts, tmp_path):
     assert input_files(get_stage("quality"), [store / "extract"]) == [p.resolve() for p in sorted(artifacts["extract"].glob("part-*.parquet"))]
 
 
+def test_a_pipe_is_refused_not_read(tmp_path):
+    """Looking inside a named pipe to check its kind would wait for a writer forever."""
+    from pipeline.documents import DOCUMENT_SUFFIXES, expand_inputs
+    from pipeline.errors import StageError
+
+    os.mkfifo(tmp_path / "corpus.jsonl")
+    with pytest.raises(StageError, match="corpus.jsonl: not a regular file"):
+        expand_inputs([tmp_path / "corpus.jsonl"], DOCUMENT_SUFFIXES)
+    (tmp_path / "real.jsonl").write_text('{"text": "a document"}\n')
+    assert expand_inputs([tmp_path], DOCUMENT_SUFFIXES) == [(tmp_path / "real.jsonl").resolve()]
+
+
 def test_a_json_document_is_read_as_json_not_line_by_line(tmp_path):
     from pipeline.documents import read_documents
 
