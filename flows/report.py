@@ -54,7 +54,15 @@ def load_run(path: str | Path) -> dict[str, dict]:
         raise ValueError(f"{path}: expected a JSON object")
     if all(isinstance(v, str) for v in data.values()):  # flow outputs: {stage: artifact folder}
         return run_record({k: v for k, v in data.items() if Path(v).is_dir()})
-    return data.get("stages", data)
+    return in_dag_order(data.get("stages", data))
+
+
+def in_dag_order(record: dict[str, dict]) -> dict[str, dict]:
+    """run.json is written with sorted keys: back to the registry's (DAG) order."""
+    from pipeline.stages import STAGE_MODULES
+
+    order = list(STAGE_MODULES)
+    return dict(sorted(record.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
 
 
 def tokens_of(stats: dict) -> int | None:
@@ -135,8 +143,12 @@ def render_markdown(record: dict[str, dict], images: dict[str, str], title: str 
     if "funnel" in images:
         lines += ["", f"![funnel]({images['funnel']})"]
     for row in rows:
-        if row["tokens"]:
-            lines += ["", f"**Bytes per token** ({row['stage']}): {row['bytes_in'] / row['tokens']:.3f}"]
+        if row["stage"] == "tokenize" and row["tokens"]:
+            lines += ["", f"**Bytes per token**: {row['bytes_in'] / row['tokens']:.3f} (text bytes in / tokens out)"]
+        per_language = record[row["stage"]]["stats"].get("bytes_per_token")
+        if isinstance(per_language, dict) and per_language:
+            lines += ["", f"**Bytes per token by language** ({row['stage']}): "
+                      + ", ".join(f"{k} {v}" for k, v in per_language.items())]
     stage_images = [(k, v) for k, v in images.items() if k != "funnel"]
     if stage_images:
         lines += ["", "## Signals, clusters, loss", ""]

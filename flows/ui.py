@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -40,8 +41,25 @@ def wait_healthy(api_url: str, timeout: float = 120, process: subprocess.Popen |
     raise RuntimeError(f"the Prefect server at {api_url} did not answer within {timeout:.0f} s")
 
 
+def stop_server(process: subprocess.Popen) -> None:
+    """Stop the server and its uvicorn child (the server runs in its own process group)."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _exit_on_sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
 def run_ui(host: str, port: int, home: str | None) -> int:
     prefect_home = Path(home or os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").resolve()
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # `kill` stops the server too, not only Ctrl-C
     process = start_server(host, port, str(prefect_home))
     api = f"http://{host}:{port}/api"
     try:
@@ -57,9 +75,4 @@ def run_ui(host: str, port: int, home: str | None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_server(process)
