@@ -245,7 +245,8 @@ class GPT(nn.Module):
             self.lm_head = None  # logits use embed_tokens.weight: no lm_head.weight in the state_dict
         else:
             self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        # Not parameters and not saved (persistent=False): rebuilt from the config, kept float32.
+        # RoPE tables: buffers (they follow .to(device)) but not saved (persistent=False): rebuilt
+        # from the config. Computed in float32, cast to the activations' dtype where used.
         cos, sin = rope_tables(config.head_dim, config.block_size, config.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -258,7 +259,9 @@ class GPT(nn.Module):
         - the two projections that write into the residual stream (o_proj, down_proj): std
           0.02 / sqrt(2·n_layer), because 2·n_layer of them add up along the residual path and the
           sum's variance would otherwise grow with depth;
-        - RMSNorm gains: 1. There are no biases."""
+        - RMSNorm gains: 1. There are no biases.
+        Also refills the RoPE tables, so a model built on the meta device, then `to_empty(device=...)`
+        (FSDP-style), is complete after this call."""
         std = 0.02
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
@@ -268,6 +271,10 @@ class GPT(nn.Module):
         for block in self.layers:
             for residual in (block.self_attn.o_proj, block.mlp.down_proj):
                 nn.init.normal_(residual.weight, mean=0.0, std=std / math.sqrt(2 * self.config.n_layer))
+        cos, sin = rope_tables(self.config.head_dim, self.config.block_size, self.config.rope_theta)
+        with torch.no_grad():
+            self.rope_cos.copy_(cos)
+            self.rope_sin.copy_(sin)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 cache: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:

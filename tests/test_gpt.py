@@ -287,3 +287,18 @@ def test_hidden_states_times_head_weight_are_the_logits():
         assert hidden.shape == (2, 24, model.config.n_embd)
         assert torch.allclose(hidden @ model.head_weight().T, logits, atol=1e-5)
         assert (model.head_weight() is model.embed_tokens.weight) == tie
+
+
+def test_meta_device_model_is_complete_after_to_empty_and_init_weights():
+    config = small_config(n_kv_head=2)
+    reference = GPT(config)
+    torch.manual_seed(3)
+    reference.init_weights()  # (the constructor's Linear layers draw their own default init first)
+    with torch.device("meta"):
+        model = GPT(config)
+    model.to_empty(device="cpu")
+    torch.manual_seed(3)
+    model.init_weights()
+    assert torch.equal(model.rope_cos, reference.rope_cos) and torch.equal(model.rope_sin, reference.rope_sin)
+    for (name, a), (_, b) in zip(model.state_dict().items(), reference.state_dict().items()):
+        assert torch.equal(a, b), name
