@@ -111,21 +111,24 @@ def expand_inputs(inputs: Sequence[str | os.PathLike], suffixes: Sequence[str], 
 def _folder_files(folder: Path, suffixes, label: str, require) -> list[Path]:
     if is_artifact(folder):
         return _artifact_files(folder, suffixes, label, require)
-    # A store or a stage's folder in it (artifacts/extract): its files are several runs' outputs
-    # plus cached shards, never one input. One artifact there is meant; several are ambiguous.
-    inside = sorted({p.parent for p in folder.glob("*/manifest.json")} | {p.parent for p in folder.glob("*/*/manifest.json")},
-                    key=lambda p: (p / "manifest.json").stat().st_mtime)
-    if len(inside) == 1:
-        return _artifact_files(inside[0], suffixes, label, require)
-    if inside:
-        stages = ", ".join(sorted({artifact_stage(p) or "?" for p in inside}))
-        raise StageError(f"{folder}: holds {len(inside)} artifacts ({stages}), not one input; "
-                         f"give one artifact folder, e.g. the newest: {inside[-1]}")
+    artifacts = sorted({p.parent for p in folder.rglob("manifest.json") if is_artifact(p.parent)},
+                       key=lambda p: (p / "manifest.json").stat().st_mtime)
+    if (folder / "_shards").is_dir() or any(p.is_dir() for p in folder.glob("*/_shards")):
+        # A store or a stage's folder in it (artifacts/extract): several runs' outputs plus cached
+        # shards, never one input. One artifact there is meant; several are ambiguous.
+        if len(artifacts) == 1:
+            return _artifact_files(artifacts[0], suffixes, label, require)
+        stages = ", ".join(sorted({artifact_stage(p) or "?" for p in artifacts}))
+        raise StageError(f"{folder}: an artifact store holding {len(artifacts)} artifacts ({stages}), not one input; "
+                         f"give one artifact folder" + (f", e.g. the newest: {artifacts[-1]}" if artifacts else ""))
+    # An artifact inside a corpus folder gives its data parts, not its side files (removed.parquet, ...).
+    found = [f for a in artifacts for f in _artifact_files(a, suffixes, label, require)]
     files = [p for p in sorted(folder.rglob("*"))
-             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
-    if not files:
+             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+             and not any(a in p.parents for a in artifacts)]
+    if not files and not found:
         raise StageError(f"{folder}: an empty folder (no input files)")
-    return _take(str(folder), files, suffixes, label, require)
+    return found + (_take(str(folder), files, suffixes, label, require) if files else [])
 
 
 def _take(where: str, files: list[Path], suffixes, label: str, require) -> list[Path]:
@@ -201,8 +204,6 @@ def _kind_name(suffixes) -> str:
 def _why_not(suffix: str, suffixes) -> str:
     if suffix in WARC_SUFFIXES:
         return "WARC: run ingest on them first"
-    if set(suffixes) <= set(WARC_SUFFIXES) and suffix in DOCUMENT_SUFFIXES:
-        return "documents, not WARC"
     return f"not {_kind_name(suffixes)}"
 
 

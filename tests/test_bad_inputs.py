@@ -240,7 +240,7 @@ def test_a_store_is_not_one_input(artifacts, tmp_path):
     holding one artifact means that artifact."""
     store = artifacts["ingest"].parent.parent
     line = assert_one_line_error(invoke("stage quality", ["--input", store, "--store", tmp_path / "s"]), str(store))
-    assert "2 artifacts (extract, ingest)" in line and str(artifacts["extract"]) in line
+    assert "holding 2 artifacts (extract, ingest)" in line and str(artifacts["extract"]) in line
     from pipeline.runner import input_files
 
     assert input_files(get_stage("quality"), [store / "extract"]) == [p.resolve() for p in sorted(artifacts["extract"].glob("part-*.parquet"))]
