@@ -120,12 +120,15 @@ def run_one(name: str, args, config, device: torch.device) -> dict:
         "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
         "warmup_s": warmup_s, "first_loss": first_loss, "last_loss": last_loss,
     }
-    del model, compiled, optimizer, pool
+    return result
+
+
+def release(device: torch.device) -> None:
+    """Free the last model's memory and compiled graphs before the next one runs."""
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
     torch._dynamo.reset()
-    return result
 
 
 def main() -> None:
@@ -178,6 +181,7 @@ def main() -> None:
     rows = []
     for name in models:
         rows.append(run_one(name, args, config, device))
+        release(device)
         r = rows[-1]
         print(f"  {name}: {r['tokens_per_s']:.0f} tokens/s, loss {r['first_loss']:.4f} → {r['last_loss']:.4f}",
               flush=True)
