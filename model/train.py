@@ -99,6 +99,8 @@ class TrainConfig:
     compile: str = knob("auto", "torch.compile the model (auto: on GPU only).", choices=("auto", "on", "off"),
                         in_key=False)
     device: str = knob("auto", "cuda, cpu, cuda:N (auto: the GPU when there is one).", in_key=False)
+    cpu_threads: int = knob(0, "Threads of CPU math (0: torch's default, one per core; 1 is faster on cores "
+                               "that other programs keep busy).", in_key=False)
     resume: str = knob("", "Continue from a checkpoint folder or pretrain artifact (its step, weights, optimizer "
                            "and data position); its files' digests, not this path, name the output.", in_key=False)
 
@@ -107,7 +109,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise TrainError(f"--{name.replace('_', '-')} must be at least 1")
         for name in ("stop_at", "micro_batch", "seq_len", "warmup_steps", "eval_every", "eval_batches",
-                     "checkpoint_every", "lr", "weight_decay", "grad_clip"):
+                     "checkpoint_every", "lr", "weight_decay", "grad_clip", "cpu_threads"):
             if getattr(self, name) < 0:
                 raise TrainError(f"--{name.replace('_', '-')} must not be negative")
         for f in dataclasses.fields(self):
@@ -386,6 +388,8 @@ def train(config: TrainConfig, data, out_dir: str | Path, *, progress: bool = Tr
     config.check()
     out_dir = Path(out_dir)
     runtime = setup_runtime(config.device)
+    if config.cpu_threads:
+        torch.set_num_threads(config.cpu_threads)
     try:
         return _train(config, data, out_dir, runtime, progress, reference_loss)
     finally:
