@@ -232,3 +232,40 @@ def test_clear_errors(tmp_path, opened):
     few = TokenStream(files[:1], SEQ, BATCH, eot, rank=30, world_size=31)  # 15 row groups, 31 ranks
     with pytest.raises(DataError, match="fewer row groups than ranks"):
         next(few)
+
+
+def test_streams_the_real_tokenize_stage_output(tmp_path):
+    """The lead's tokenize stage (project BPE, hash split, 1024-doc row groups) on Austen's text:
+    the artifact opens through its manifest and streams exactly its documents of each split."""
+    import pyarrow as pa
+
+    from pipeline.runner import RunOptions, run_stage
+    from pipeline.stages import get_stage
+    from pipeline.stages.tokenize import TokenizeConfig
+    from pipeline.tokenizer import train_bpe
+    from storage.store import ArtifactStore
+    from token_corpus import austen_documents
+
+    docs = austen_documents() * 3  # 2160 documents: 3 row groups in the first part
+    ids = [f"{doc_id}#{i}" for i, (doc_id, _) in enumerate(docs)]
+    table = pa.table({"id": ids, "text": [t for _, t in docs]})
+    pq.write_table(table.slice(0, 1800), tmp_path / "a.parquet")
+    pq.write_table(table.slice(1800), tmp_path / "b.parquet")
+    train_bpe([t for _, t in docs[:720]], 1024).save(str(tmp_path / "tokenizer.json"))
+    result = run_stage(get_stage("tokenize"), [tmp_path / "a.parquet", tmp_path / "b.parquet"],
+                       TokenizeConfig(tokenizer=str(tmp_path / "tokenizer.json"), val_fraction=0.05),
+                       ArtifactStore(tmp_path / "store"), RunOptions(workers=1, progress=False))
+    files, _, vocab_size, eot = open_token_artifact(result.path)
+    assert [f.name for f in files] == ["part-00000.parquet", "part-00001.parquet"] and vocab_size <= 1024
+    units = unit_documents(files)
+    assert len(units) == 3  # row groups of at most 1024 documents
+    counts = {}
+    for split in ("train", "val"):
+        stream = TokenStream(files, 128, 4, eot, split=split, seed=1, loop=False)
+        got = stream_tokens(list(stream))
+        want, split_ids = expected_stream(units, stream.epoch_order(0), split, eot)
+        assert np.array_equal(got, want[:len(got)]) and len(want) - len(got) < 128
+        counts[split] = int((want == eot).sum())
+    manifest_splits = result.manifest["stats"]["splits"]
+    assert counts == {s: manifest_splits[s]["docs"] for s in ("train", "val")}
+    assert sum(manifest_splits[s]["tokens"] for s in ("train", "val")) == sum(len(t) for *_, toks in units for t in toks)
