@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The main job on the bundled sample crawl: the Prefect flow, ingest → ... → dedup.
+# The main job on the bundled sample crawl: the whole Prefect flow, ingest → ... → evaluate, the
+# model part short (tiny preset, few steps); it ends with the run report's folder.
 demo: setup
-	$(VENV)/bin/scratchlm run --crawl data/sample-crawl
+	$(VENV)/bin/scratchlm run --crawl data/sample-crawl --until evaluate --set pretrain.max_steps=60 --set pretrain.eval_every=20
 
 test: setup
 	$(PY) -m pytest

@@ -35,8 +35,10 @@ PIPELINE = ("ingest", "extract", "langid", "quality", "dedup", "train-tokenizer"
 SUBFLOWS = {"data": PIPELINE[:5], "tokens": PIPELINE[5:7], "model": PIPELINE[7:]}
 # Where a stage's input comes from when it is not simply the stage before it.
 INPUT_OF = {"train-tokenizer": "dedup", "tokenize": "dedup"}
-# Knobs that name another stage's artifact (filled by the flow when left empty).
+# Knobs that name another stage's artifact, filled by the flow when left empty: a required one
+# (no artifact to name → the stage is skipped) and optional ones (filled when there is one).
 REFERENCE_KNOBS = {"tokenize": {"tokenizer": "train-tokenizer"}}
+OPTIONAL_REFERENCE_KNOBS = {"evaluate": {"tokens": "tokenize"}}  # held-out split of the data trained on
 RUNNERS = ("local", "dask")
 
 
@@ -116,6 +118,9 @@ def _fill_references(name: str, config, outputs: dict[str, str]):
         if source not in outputs:
             return config, (knob, source)
         config = dataclasses.replace(config, **{knob: outputs[source]})
+    for knob, source in OPTIONAL_REFERENCE_KNOBS.get(name, {}).items():
+        if hasattr(config, knob) and not getattr(config, knob) and source in outputs:
+            config = dataclasses.replace(config, **{knob: outputs[source]})
     return config, None
 
 
@@ -207,7 +212,10 @@ tokens_pipeline = flow(name="scratchlm-tokens", log_prints=True)(with_signature(
 def _model(**values) -> dict[str, str]:
     names = SUBFLOWS["model"]
     store = str(Path(values.get("store") or default_root()).resolve())
-    return run_stages(names, _resolved(values["tokens"]), _configs(values, names), store, values.get("workers", 0))
+    tokens = _resolved(values["tokens"])
+    outputs = run_stages(names, tokens, _configs(values, names), store, values.get("workers", 0),
+                         outputs={"tokenize": tokens[0]} if len(tokens) == 1 else None)
+    return {k: v for k, v in outputs.items() if k in names}
 
 
 model_pipeline = flow(name="scratchlm-model", log_prints=True)(with_signature(
