@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 # The main job on the bundled sample crawl: the whole Prefect flow, ingest → ... → evaluate, the
-# model part short (tiny preset, few steps); it ends with the run report's folder.
+# model part short (tiny preset, few steps); stderr names each artifact and the run report.
 demo: setup
 	$(VENV)/bin/scratchlm run --crawl data/sample-crawl --until evaluate --set pretrain.max_steps=60 --set pretrain.eval_every=20
 
