@@ -187,12 +187,12 @@ data_pipeline = flow(name="scratchlm-data", log_prints=True)(with_signature(
 
 
 def _tokens(**values) -> dict[str, str]:
-    names = SUBFLOWS["tokens"]
+    names = _until(values.get("until", "tokenize"), SUBFLOWS["tokens"])
     store = str(Path(values.get("store") or default_root()).resolve())
     configs = _configs(values, names)
     outputs: dict[str, str] = {}
     if values.get("tokenizer"):  # a fixed tokenizer: no training
-        names = ("tokenize",)
+        names = [n for n in names if n != "train-tokenizer"]
         outputs["train-tokenizer"] = str(Path(values["tokenizer"]).resolve())
         if "tokenize" in STAGE_MODULES:
             config = configs.get("tokenize") or get_stage("tokenize").config_cls()
@@ -204,13 +204,13 @@ def _tokens(**values) -> dict[str, str]:
 tokens_pipeline = flow(name="scratchlm-tokens", log_prints=True)(with_signature(
     _tokens, "tokens_pipeline",
     [_input("corpus"), inspect.Parameter("tokenizer", inspect.Parameter.KEYWORD_ONLY, annotation=str, default="")]
-    + _common(runner=False) + stage_parameters(_stages(SUBFLOWS["tokens"])),
+    + _common("tokenize", runner=False) + stage_parameters(_stages(SUBFLOWS["tokens"])),
     "Train a tokenizer on a corpus (a dedup artifact, or Parquet/JSONL) and tokenize it; with `tokenizer` "
     "(a train-tokenizer artifact) that tokenizer is used as is."))
 
 
 def _model(**values) -> dict[str, str]:
-    names = SUBFLOWS["model"]
+    names = _until(values.get("until", "evaluate"), SUBFLOWS["model"])
     store = str(Path(values.get("store") or default_root()).resolve())
     tokens = _resolved(values["tokens"])
     outputs = run_stages(names, tokens, _configs(values, names), store, values.get("workers", 0),
@@ -220,7 +220,7 @@ def _model(**values) -> dict[str, str]:
 
 model_pipeline = flow(name="scratchlm-model", log_prints=True)(with_signature(
     _model, "model_pipeline",
-    [_input("tokens")] + _common(runner=False) + stage_parameters(_stages(SUBFLOWS["model"])),
+    [_input("tokens")] + _common("evaluate", runner=False) + stage_parameters(_stages(SUBFLOWS["model"])),
     "Pretrain a GPT on a token artifact and evaluate it (run this deployment where the GPU is)."))
 
 
@@ -235,9 +235,10 @@ def _pipeline(**values) -> dict[str, str]:
                             runner=values.get("runner", "local"), dask_address=values.get("dask_address", ""),
                             **common, **pick("data"))
     if _until(until, SUBFLOWS["tokens"]) and "dedup" in outputs:
-        outputs.update(tokens_pipeline(corpus=[outputs["dedup"]], **common, **pick("tokens")))
+        outputs.update(tokens_pipeline(corpus=[outputs["dedup"]], until=min(until, "tokenize", key=PIPELINE.index),
+                                       **common, **pick("tokens")))
     if _until(until, SUBFLOWS["model"]) and "tokenize" in outputs:
-        outputs.update(model_pipeline(tokens=[outputs["tokenize"]], **common, **pick("model")))
+        outputs.update(model_pipeline(tokens=[outputs["tokenize"]], until=until, **common, **pick("model")))
     elif _until(until, SUBFLOWS["model"]):
         get_run_logger().info("model stages skipped: no token artifact")
     _finish(outputs, values)

@@ -169,6 +169,8 @@ def test_served_deployments_run_cache_and_grow_incrementally(served):
     assert whole.state.is_completed(), whole.state
     [tokenizer] = [p for p in (served["store"] / "train-tokenizer").iterdir() if (p / "manifest.json").is_file()]
     [tokens] = [p for p in (served["store"] / "tokenize").iterdir() if (p / "manifest.json").is_file()]
+    # The tokenize task was handed the train-tokenizer task's artifact.
+    assert json.loads((tokens / "manifest.json").read_text())["config"]["tokenizer"] == str(tokenizer)
     reports = list((served["store"] / "reports").glob("*/report.md"))
     assert reports and "Bytes per token" in reports[0].read_text()
 
