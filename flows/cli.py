@@ -170,7 +170,7 @@ def serve_pipeline(
     crawl: list[Path] = typer.Option(None, "--crawl", "-c", help="Default crawl for runs [default: the bundled sample crawl]."),
     store: Optional[Path] = typer.Option(None, "--store", envvar="SCRATCHLM_STORE", help="Artifact store root [default: ./artifacts]."),
     every_hours: float = typer.Option(0, "--every-hours", help="Also run the data flow on a schedule, every N hours (0: only when triggered)."),
-    cron: str = typer.Option("0 3 * * *", "--cron", help="Schedule of retokenize-incremental (cron, server time zone)."),
+    cron: str = typer.Option("0 3 * * *", "--cron", help="Schedule of retokenize-incremental (cron, UTC)."),
     tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="The fixed tokenizer (train-tokenizer artifact) of incremental runs [default: the last one used, else the newest in the store]."),
     poll_minutes: float = typer.Option(5, "--poll-minutes", help="crawl-watch looks for new crawl files this often (0: no crawl-watch)."),
     only: Optional[list[str]] = typer.Option(None, "--only", help="Serve only these groups: pipeline, data, tokens, model, stages, incremental (e.g. --only model on the GPU machine)."),
