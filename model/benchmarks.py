@@ -153,6 +153,9 @@ def _string_list(record: dict, name: str, where: str, parent: dict | None = None
         raise BenchmarkError(f"{where}: field '{name}' needs at least 2 choices, has {len(values)}")
     if not all(isinstance(v, str) for v in values):
         raise BenchmarkError(f"{where}: field '{name}' must be a list of strings")
+    empty = [i for i, v in enumerate(values) if not v.strip()]
+    if empty:
+        raise BenchmarkError(f"{where}: choice {empty[0]} of '{name}' is empty")
     return values
 
 
@@ -191,6 +194,8 @@ def _arc(record: dict, where: str) -> ChoiceItem:
 def _piqa(record: dict, where: str) -> ChoiceItem:
     goal = _field(record, "goal", where)
     solutions = [_field(record, "sol1", where), _field(record, "sol2", where)]
+    if not all(s.strip() for s in solutions):
+        raise BenchmarkError(f"{where}: field '{'sol1' if not solutions[0].strip() else 'sol2'}' is empty")
     return ChoiceItem(f"Question: {goal}\nAnswer:", solutions, _index_label(record, where, 2))
 
 

@@ -190,6 +190,7 @@ BAD_FILES = {
     "not_json": ([{"goal": "g", "sol1": "a", "sol2": "b", "label": 0}, "{not json"], 2, "not valid JSON"),
     "empty": ([], None, "empty file"),
     "unknown_format": ([{"prompt": "x"}], 1, "cannot tell the format"),
+    "empty_choice": ([{"ctx": "a", "endings": ["x", " "], "label": 0}], 1, "choice 1 of 'endings' is empty"),
     "arc_answer": ([{"question": "q", "choices": {"text": ["a", "b"], "label": ["A", "B"]}, "answerKey": "E"}], 1, "answerKey 'E'"),
 }
 
@@ -310,3 +311,8 @@ def test_evaluate_stage_writes_report_and_caches(world, tmp_path):
     write_lines(bench, [{"ctx": "the dog", "endings": ["barks", "meows"], "label": 1}])  # new content, same path
     changed = run_stage(stage, [world["checkpoint"]], config, store)
     assert not changed.cached and changed.key != result.key
+    other_tokenizer = train_tokenizer(tmp_path / "other.json", pattern_text(50), vocab_size=280)
+    other_tokens = write_token_parts(tmp_path / "other-tokens", other_tokenizer, world["docs"][:10])
+    from pipeline.errors import StageError
+    with pytest.raises(StageError, match="another tokenizer"):
+        run_stage(stage, [world["checkpoint"]], EvaluateConfig(tokens=str(other_tokens), prompt=[]), store)

@@ -43,6 +43,8 @@ class EvaluateConfig:
     seed: int = knob(0, "Seed of the sampled generations.")
     batch_size: int = knob(32, "Sequences per forward pass.", in_key=False)
     device: str = knob("auto", "Device: auto (cuda if available), cpu, cuda, cuda:1, mps.", in_key=False)
+    cpu_threads: int = knob(0, "Threads of CPU math (0: torch's default, one per core; 1 is much faster on cores that "
+                               "other programs keep busy).", in_key=False)
 
 
 # ----------------------------------------------------------------------------- inputs and references
@@ -117,6 +119,10 @@ def run_evaluate(files: list[Path], config: EvaluateConfig, out_dir: Path, again
     from model.evaluate import evaluate_held_out, score_benchmark
     from model.generate import generate_text
 
+    if config.cpu_threads > 0:
+        import torch
+
+        torch.set_num_threads(config.cpu_threads)
     try:  # every file is checked before any time is spent on the model
         benchmarks = [read_benchmark(p, config.benchmark_format, config.max_items) for p in config.benchmark]
     except BenchmarkError as exc:
@@ -128,6 +134,10 @@ def run_evaluate(files: list[Path], config: EvaluateConfig, out_dir: Path, again
         raise StageError(str(exc)) from None
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
     data = token_files(config.tokens) if config.tokens else trained_on(meta)
+    if data and (data[0].parent / "tokenizer.json").is_file() and \
+            (data[0].parent / "tokenizer.json").read_bytes() != Path(tokenizer_path).read_bytes():
+        raise StageError(f"{data[0].parent}: tokenized with another tokenizer than the model's ({tokenizer_path}); "
+                         "its token ids would mean other text")
 
     report: dict = {"checkpoint": str(folder), "step": meta.get("step"), "tokens_seen": meta.get("tokens_seen"),
                     "model": meta.get("model"), "parameters": model.num_params(),
