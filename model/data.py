@@ -75,7 +75,7 @@ def read_unit_tokens(parquet: pq.ParquetFile, row_group: int, split: str, eot_id
     lengths = np.diff(offsets)
     values = tokens.values.to_numpy(zero_copy_only=False)[offsets[0]:offsets[-1]] if n_rows else np.empty(0, np.int64)
     if "split" in table.column_names:
-        selected = pc.fill_null(pc.equal(table.column("split"), split), False).to_numpy(zero_copy_only=False)
+        selected = pc.fill_null(pc.equal(table.column("split"), pa.scalar(split, pa.string())), False).to_numpy(zero_copy_only=False)
     else:  # parts without a split column are all training data
         selected = np.full(n_rows, split == "train")
     rows = np.flatnonzero(selected)

@@ -302,3 +302,38 @@ def test_pretrain_stage_is_cached_and_resume_is_keyed_by_checkpoint_content(arti
     result = run_stage(stage, [artifact], resumed, store)
     assert result.key == key
     assert [r["step"] for r in read_metrics(result.path)] == list(range(1, 9))
+
+
+BARE_BOX = """
+import runpy, sys
+BLOCKED = ("pipeline", "flows", "storage", "prefect", "tqdm", "matplotlib", "tensorboard", "xxhash", "typer",
+           "fastwarc", "resiliparse", "datasketch", "fasttext", "transformers")
+for name in BLOCKED:
+    sys.modules[name] = None  # `import name` now fails as if it were not installed
+sys.argv = ["python -m model.train"] + sys.argv[1:]
+runpy.run_module("model.train", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_the_command_runs_with_only_torch_numpy_pyarrow_safetensors_tokenizers(artifact, tmp_path):
+    out = tmp_path / "bare"
+    args = ["--data", str(artifact), "--out", str(out), "--preset", "tiny", "--seq-len", "32", "--batch-tokens", "256",
+            "--max-steps", "3", "--eval-every", "0", "--device", "cpu", "--cpu-threads", "1"]
+    done = subprocess.run([sys.executable, "-c", BARE_BOX, *args], cwd=REPO, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1"), timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == str(out)
+    assert "loss" in done.stderr and "val loss" in done.stderr
+    assert [r["step"] for r in read_metrics(out)] == [1, 2, 3]
+    assert (out / "model.safetensors").is_file() and not (out / "loss.png").exists()  # no matplotlib there
+
+
+def test_a_users_mistake_is_one_line_and_exit_2(artifact, tmp_path, capsys):
+    from model.train import main
+
+    assert main(["--data", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path}: no part-*.parquet token files\n"
+    assert main(["--data", str(artifact), "--out", str(tmp_path / "out"), "--seq-len", "30", "--batch-tokens", "100"]) == 2
+    assert capsys.readouterr().err == "error: --batch-tokens 100 is not a multiple of seq_len 30 × 1 rank(s)\n"
+    assert main(["--data", str(artifact), "--out", str(tmp_path / "out"), "--resume", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path}: no checkpoint here")
