@@ -99,15 +99,7 @@ def build_config(config_cls: type, values: dict[str, Any]):
     return config
 
 
-def check_run_options(options) -> None:
-    """RunOptions (pipeline/runner.py) has no check() of its own yet."""
-    check_range(options, "workers", low=1)
-    check_range(options, "keep_rejects", low=0)
-    if not options.doc_timeout > 0:
-        raise ConfigError("doc_timeout", f"doc_timeout must be above 0 seconds, got {options.doc_timeout!r}")
-
-
-EXTRA_CHECKS = {"RunOptions": check_run_options}
+EXTRA_CHECKS: dict = {}  # config class name → an extra check beyond its own check()
 
 
 def parse_assignments(assignments: list[str], configs: dict[str, Any]) -> dict[str, Any]:

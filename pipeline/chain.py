@@ -12,6 +12,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Sequence
 
+from pipeline.errors import check_config
 from pipeline.runner import RunOptions, StageResult, run_stage
 from pipeline.stages import DATA_STAGES, get_stage
 from storage.store import ArtifactStore
@@ -34,7 +35,8 @@ def run_chain(inputs: Sequence[str | Path], stages: Sequence[str], store: Artifa
               configs: dict[str, Any] | None = None, options: RunOptions | None = None,
               on_stage=None) -> dict[str, StageResult]:
     store = store or ArtifactStore()
-    configs = configs or {}
+    configs = {name: check_config((configs or {}).get(name) or get_stage(name).config_cls()) for name in stages}
+    check_config(options or RunOptions())  # all knobs before the first stage: no failure an hour in
     results: dict[str, StageResult] = {}
     upstream = [str(p) for p in inputs]
     for name in stages:

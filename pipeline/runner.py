@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.documents import expand_inputs, has_suffix, parquet_rows
-from pipeline.errors import ShardError, StageError
+from pipeline.errors import ConfigError, ShardError, StageError, check_config, check_range
 from pipeline.knobs import key_fields, knob
 from pipeline.stage import GlobalStage, ShardContext, ShardStage
 from storage.keys import content_key, file_digest
@@ -51,6 +51,12 @@ class RunOptions:
     keep_rejects: int = knob(0, "Write up to N dropped documents per drop reason to rejects.parquet for inspection.")
     doc_timeout: float = knob(30.0, "Seconds one document may take before it is dropped (reason doc_timeout).", in_key=False)
     progress: bool = knob(True, "Show a progress bar on stderr.", in_key=False)
+
+    def check(self) -> None:
+        check_range(self, "workers", low=1)
+        check_range(self, "keep_rejects", low=0)
+        if not self.doc_timeout > 0:
+            raise ConfigError("doc_timeout", f"doc_timeout must be above 0 seconds, got {self.doc_timeout!r}")
 
 
 @dataclass(frozen=True)
@@ -101,7 +107,8 @@ def input_files(stage, inputs: Sequence[str | os.PathLike]) -> list[Path]:
 def plan(stage, inputs: Sequence[str | os.PathLike], config: Any, options: RunOptions | None = None,
          against: Sequence[str | os.PathLike] = ()):
     """The input files, their digests and the artifact key: enough to know whether it is cached."""
-    options = options or RunOptions()
+    options = check_config(options or RunOptions())
+    check_config(config)  # every knob, before any file is read: a bad value is one line, not a worker's traceback
     files = input_files(stage, inputs)
     digests = [file_digest(f) for f in files]
     key = stage_key(stage, config, digests, options)

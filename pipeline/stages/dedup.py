@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from pipeline.dedup import (REMOVED_SCHEMA, DedupConfig, Deduper, Sketches, index_table, load_index, removed_table,
                             result_of, sketch_documents)
-from pipeline.documents import parquet_rows
+from pipeline.documents import parquet_rows, stage_inputs
 from pipeline.errors import StageError
 from pipeline.report import signal_histograms
 from pipeline.runner import _sum_stats
@@ -172,4 +172,5 @@ STAGE = GlobalStage(
                 "writes removed.parquet (duplicate_of) and index.parquet (for --against).",
     resolve_against=against_index_files,
     cached_shards=True,
+    input_files=stage_inputs("dedup"),
 )

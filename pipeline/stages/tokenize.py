@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
-from pipeline.documents import has_suffix, read_documents
+from pipeline.documents import has_suffix, read_documents, stage_inputs
 from pipeline.errors import ShardError, StageError
 from pipeline.knobs import knob
 from pipeline.stage import ShardContext, ShardStage
@@ -160,7 +160,6 @@ def _side_files(config: TokenizeConfig) -> dict[str, Path]:
 
 
 def _references(config: TokenizeConfig) -> list[Path]:
-    config.check()  # before any work: a bad tokenizer or fraction is one line, not a worker's traceback
     return [tokenizer_file(config.tokenizer)]
 
 
@@ -179,4 +178,5 @@ STAGE = ShardStage(
     bytes_out_column="",
     write_batch_rows=ROW_GROUP_DOCS,
     summarize=split_totals,
+    input_files=stage_inputs("tokenize"),
 )

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import xxhash
 from tqdm import tqdm
 
+from pipeline.documents import stage_inputs
 from pipeline.errors import StageError
 from pipeline.knobs import knob
 from pipeline.stage import GlobalStage, ShardContext
@@ -143,4 +144,5 @@ STAGE = GlobalStage(
     run=run_train_tokenizer,
     description="Trains a byte-level BPE tokenizer (GPT-4 split, rustbpe trainer, Hugging Face tokenizer.json) "
                 "on a deterministic, capped sample of the input text.",
+    input_files=stage_inputs("train-tokenizer"),
 )
