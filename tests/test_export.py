@@ -17,6 +17,15 @@ from model.generate import generate_tokens  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny matrices gain nothing from a second thread, and one waiting for a busy core costs a lot."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tokenizer_path(tmp_path_factory):
     return train_tokenizer(tmp_path_factory.mktemp("export") / "tokenizer.json", pattern_text(200))
