@@ -75,14 +75,15 @@ class TrainConfig:
     max_steps: int = knob(300, "Optimizer steps; the learning-rate schedule spans them.")
     stop_at: int = knob(0, "Stop after this step (0: at max_steps), keeping the schedule of max_steps; "
                            "continue later with --resume.")
-    batch_tokens: int = knob(8192, "Tokens per optimizer step over all ranks (a multiple of seq_len × ranks); "
-                                   "gradient accumulation makes up what one micro-batch does not hold.")
+    batch_tokens: int = knob(1024, "Tokens per optimizer step over all ranks (a multiple of seq_len × ranks); "
+                                   "gradient accumulation makes up what one micro-batch does not hold. The default "
+                                   "suits `tiny` on a CPU (more steps per token); GPU runs use ~0.5M.")
     micro_batch: int = knob(0, "Sequences per forward pass per rank (0: as many as fit in "
                                f"{MICRO_BATCH_TOKENS['cpu']} tokens on CPU, {MICRO_BATCH_TOKENS['cuda']} on GPU).")
     seq_len: int = knob(0, "Tokens per training sequence (0: the preset's block_size; otherwise it becomes block_size).")
     lr: float = knob(0.0, "Peak learning rate (0: the preset's: " + ", ".join(f"{k} {v:g}" for k, v in PRESET_LR.items()) + ").")
     min_lr_ratio: float = knob(0.1, "Final learning rate as a fraction of the peak.")
-    warmup_steps: int = knob(20, "Steps of linear warmup from 0 to the peak learning rate.")
+    warmup_steps: int = knob(10, "Steps of linear warmup from 0 to the peak learning rate.")
     schedule: str = knob("cosine", "After warmup: cosine decay, or warmup-stable-decay (constant, then linear decay).",
                          choices=("cosine", "wsd", "constant"))
     decay_fraction: float = knob(0.2, "wsd: the last fraction of max_steps that decays to the final rate.")
