@@ -150,8 +150,8 @@ def run_evaluate(files: list[Path], config: EvaluateConfig, out_dir: Path, again
     report["benchmarks"] = [score_benchmark(model, tokenizer, b, config.batch_size) for b in benchmarks]
     report["generations"] = [
         {"prompt": prompt, "text": generate_text(model, tokenizer, prompt, config.max_new_tokens, config.temperature,
-                                                 config.top_k, 1.0, config.seed)}
-        for prompt in config.prompt]
+                                                 config.top_k, 1.0, config.seed + n)}  # not the same draws for each
+        for n, prompt in enumerate(config.prompt)]
     (out_dir / "eval.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     (out_dir / "eval.md").write_text(markdown_report(report))
     side = {"eval.json": out_dir / "eval.json", "eval.md": out_dir / "eval.md"}
