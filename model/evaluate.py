@@ -137,11 +137,8 @@ class BenchmarkResult:
 def score_multiple_choice(model, tokenizer, items: Sequence[ChoiceItem], batch_size: int = 32,
                           progress=None) -> BenchmarkResult:
     prefix_id = tokenizer.token_to_id(EOT_TOKEN)
-    requests, owners = [], []
-    for n, item in enumerate(items):
-        for choice in item.choices:
-            requests.append(encode_pair(tokenizer, item.context, TARGET_DELIMITER + choice, prefix_id))
-            owners.append(n)
+    requests = [encode_pair(tokenizer, item.context, TARGET_DELIMITER + choice, prefix_id)
+                for item in items for choice in item.choices]
     scores = loglikelihoods(model, requests, batch_size, pad_id=prefix_id, progress=progress)
     acc, acc_norm, acc_bytes, per_item = [], [], [], []
     at = 0
