@@ -279,6 +279,23 @@ def test_continuation_task_is_real_continuations_and_deterministic():
     assert len({i["label"] for i in continuation_items(paragraph_docs(40), ContinuationTaskConfig(items=40, context_words=10, ending_words=5))}) == 4
 
 
+def test_held_out_documents_from_text_files(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    docs = paragraph_docs(4)
+    write_lines(tmp_path / "docs.jsonl", [{"id": i, "text": t, "language": "en" if n % 2 else "fr"}
+                                          for n, (i, t) in enumerate(docs)])
+    assert list(read_held_out_documents([tmp_path / "docs.jsonl"])) == docs
+    assert [i for i, _ in read_held_out_documents([tmp_path / "docs.jsonl"], language="en")] == ["doc1", "doc3"]
+    (tmp_path / "art").mkdir()
+    pq.write_table(pa.table({"id": [i for i, _ in docs], "text": [t for _, t in docs]}), tmp_path / "art" / "part-00000.parquet")
+    assert list(read_held_out_documents([tmp_path / "art"])) == docs  # e.g. a dedup artifact
+    write_lines(tmp_path / "bad.jsonl", [{"id": "x", "text": "fine"}, {"id": "y"}])
+    with pytest.raises(BenchmarkError, match=r"bad.jsonl:2: no 'text' string"):
+        list(read_held_out_documents([tmp_path / "bad.jsonl"]))
+
+
 def test_make_benchmark_from_token_artifact_uses_val_documents(world, tmp_path):
     docs = [("val" if n % 2 else "train", text) for n, (_, text) in enumerate(paragraph_docs(16))]
     tok_dir = write_token_parts(tmp_path / "tokens", world["tokenizer_path"], docs)
