@@ -247,10 +247,10 @@ def test_bad_benchmark_through_the_cli_is_exit_2_and_one_line(world, tmp_path):
 
 # ------------------------------------------------------------------------ the crawl-made benchmark
 
-def paragraph_docs(n=12):
+def paragraph_docs(n=12, words=30):
     docs = []
     for d in range(n):
-        paragraphs = [" ".join(f"w{d}p{p}x{i}" for i in range(30)) for p in range(3)]
+        paragraphs = [" ".join(f"w{d}p{p}x{i}" for i in range(words)) for p in range(3)]
         docs.append((f"doc{d}", "Title\n" + "\n\n".join(paragraphs)))
     return docs
 
@@ -338,6 +338,7 @@ def test_evaluate_stage_writes_report_and_caches(world, tmp_path):
     held = report["held_out"]  # token files from the checkpoint's config.json
     assert held["tokens"] > 0 and held["bits_per_byte"] < held["unigram"]["bits_per_byte"]
     assert report["generations"][0]["prompt"] == "the dog" and report["generations"][0]["text"]
+    assert report["continuation_task"].startswith("no continuation task: only 0 paragraphs")  # one-line docs
     markdown = (result.path / "eval.md").read_text()
     assert "| animals | hellaswag | 8 | 1.0000" in markdown and "unigram" in markdown
     assert (result.path / "eval.png").stat().st_size > 0
@@ -346,6 +347,13 @@ def test_evaluate_stage_writes_report_and_caches(world, tmp_path):
     write_lines(bench, [{"ctx": "the dog", "endings": ["barks", "meows"], "label": 1}])  # new content, same path
     changed = run_stage(stage, [world["checkpoint"]], config, store)
     assert not changed.cached and changed.key != result.key
+    # the crawl-made task from val documents with long paragraphs
+    long_docs = write_token_parts(tmp_path / "long", world["tokenizer_path"],
+                                  [("val", text) for _, text in paragraph_docs(2, words=40)] + world["docs"][:5])
+    made = run_stage(stage, [world["checkpoint"]], EvaluateConfig(tokens=str(long_docs), prompt=[], device="cpu"), store)
+    task = json.loads((made.path / "eval.json").read_text())["benchmarks"][0]
+    assert task["name"] == "crawl-continuation" and task["items"] == 6 and task["chance"] == 0.25  # 2 docs × 3
+    assert len((made.path / "continuation-task.jsonl").read_text().splitlines()) == 6
     other_tokenizer = train_tokenizer(tmp_path / "other.json", pattern_text(50), vocab_size=280)
     other_tokens = write_token_parts(tmp_path / "other-tokens", other_tokenizer, world["docs"][:10])
     from pipeline.errors import StageError

@@ -5,6 +5,8 @@
 - every `--benchmark` file: multiple choice (HellaSwag, ARC, PIQA formats: acc, acc_norm, with
   standard errors, as lm-evaluation-harness computes them) or cloze (LAMBADA: greedy whole-word
   accuracy and perplexity);
+- the crawl-made continuation task (model/benchmarks.py) built from the val documents of the token
+  data, so every evaluation has a benchmark of the model's own domain even with no file given;
 - a few sampled continuations of fixed prompts.
 The torch code is model/evaluate.py; this module wires it into the stage contract. Benchmark files
 and the token data are references: their digests enter the key, their paths do not."""
@@ -34,6 +36,9 @@ class EvaluateConfig:
     tokens: str = knob("", "Token artifact whose val split gives loss and bits per byte [default: the token files "
                            "named in the checkpoint's config.json, when they are absolute paths that exist].",
                        in_key=False)
+    continuation_task: int = knob(500, "Also build and score up to N items of the crawl-made continuation task "
+                                       "(scratchlm make-benchmark, every long paragraph) from the val split of the "
+                                       "token data; written beside the report as continuation-task.jsonl (0: off).")
     max_items: int = knob(0, "Score at most the first N items of each benchmark (0: all).")
     max_val_tokens: int = knob(200_000, "Held-out tokens for loss and bits per byte (0: the whole val split).")
     prompt: list[str] = knob(list(DEFAULT_PROMPTS), "Prompt of a sampled generation in the report; repeat for several.")
@@ -147,6 +152,12 @@ def run_evaluate(files: list[Path], config: EvaluateConfig, out_dir: Path, again
                                                max(1, config.batch_size // 4))
     else:
         report["held_out"] = {"note": "no token data (set --tokens to a tokenize artifact)"}
+    if config.continuation_task and data:
+        task = crawl_task(data, config, out_dir)
+        if isinstance(task, str):
+            report["continuation_task"] = task
+        else:
+            benchmarks.append(task)
     report["benchmarks"] = [score_benchmark(model, tokenizer, b, config.batch_size) for b in benchmarks]
     report["generations"] = [
         {"prompt": prompt, "text": generate_text(model, tokenizer, prompt, config.max_new_tokens, config.temperature,
@@ -155,6 +166,8 @@ def run_evaluate(files: list[Path], config: EvaluateConfig, out_dir: Path, again
     (out_dir / "eval.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     (out_dir / "eval.md").write_text(markdown_report(report))
     side = {"eval.json": out_dir / "eval.json", "eval.md": out_dir / "eval.md"}
+    if (out_dir / "continuation-task.jsonl").is_file():
+        side["continuation-task.jsonl"] = out_dir / "continuation-task.jsonl"
     if _plot(report, out_dir / "eval.png"):
         side["eval.png"] = out_dir / "eval.png"
     for line in summary_lines(report):
@@ -167,6 +180,24 @@ def run_evaluate(files: list[Path], config: EvaluateConfig, out_dir: Path, again
                       **{b["name"]: {k: b.get(k) for k in ("acc", "acc_norm", "perplexity") if k in b}
                          for b in report["benchmarks"]}}}
     return [], stats, side
+
+
+def crawl_task(data: list[Path], config: EvaluateConfig, out_dir: Path):
+    """The continuation task from the val documents of the token data, as a Benchmark (or, when the
+    split is too small for it, a note saying so)."""
+    from model.benchmarks import (ContinuationTaskConfig, continuation_items, read_benchmark,
+                                  read_held_out_documents, write_jsonl)
+
+    task_config = ContinuationTaskConfig(items=config.continuation_task, per_document=0, seed=config.seed)
+    try:
+        items = continuation_items(read_held_out_documents(data, "val"), task_config)
+    except BenchmarkError as exc:
+        return f"no continuation task: {exc}"
+    path = out_dir / "continuation-task.jsonl"
+    write_jsonl(items, path)
+    task = read_benchmark(path)
+    task.name = "crawl-continuation"
+    return task
 
 
 # ---------------------------------------------------------------------------------------- report
@@ -207,6 +238,8 @@ def markdown_report(report: dict) -> str:
                 f"{held['tokens']:,} tokens, {held['bytes']:,} bytes of text.", ""]
     else:
         out += [held.get("note", "not measured"), ""]
+    if report.get("continuation_task"):
+        out += [report["continuation_task"], ""]
     if report["benchmarks"]:
         out += ["## Benchmarks", "", "| benchmark | format | items | acc | acc_norm | chance / perplexity |",
                 "|---|---|---|---|---|---|"]
