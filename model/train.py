@@ -72,7 +72,7 @@ def knob(default, help: str, *, choices: tuple | None = None, in_key: bool = Tru
 class TrainConfig:
     preset: str = knob("tiny", "Model size (model/gpt.py PRESETS); vocab_size comes from the tokenizer.",
                        choices=tuple(PRESETS))
-    max_steps: int = knob(300, "Optimizer steps; the learning-rate schedule spans them.")
+    max_steps: int = knob(600, "Optimizer steps; the learning-rate schedule spans them.")
     stop_at: int = knob(0, "Stop after this step (0: at max_steps), keeping the schedule of max_steps; "
                            "continue later with --resume.")
     batch_tokens: int = knob(1024, "Tokens per optimizer step over all ranks (a multiple of seq_len × ranks); "
