@@ -245,6 +245,18 @@ def test_bad_benchmark_through_the_cli_is_exit_2_and_one_line(world, tmp_path):
     assert not list((tmp_path / "store").glob("evaluate/*/manifest.json"))  # nothing half made
 
 
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_every_bad_file_case_through_the_cli(world, tmp_path, case):
+    records, line, message = BAD_FILES[case]
+    bad = write_lines(tmp_path / f"{case}.jsonl", records)
+    result = cli_in_process("stage", "evaluate", "--input", world["checkpoint"], "--benchmark", bad,
+                            "--store", tmp_path / "store", "--no-progress")
+    assert result.exit_code == 2 and (result.exception is None or isinstance(result.exception, SystemExit))
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bad}:{line}:" if line else f"error: {bad}:")
+    assert message in lines[0]
+
+
 # ------------------------------------------------------------------------ the crawl-made benchmark
 
 def paragraph_docs(n=12, words=30):
