@@ -336,7 +336,13 @@ def plot_losses(metrics_path: Path, png: Path, reference: float | None = None, t
         return None
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     tokens = [r["tokens"] for r in rows]
-    ax.plot(tokens, [r["loss"] for r in rows], lw=0.8, alpha=0.5, label="train loss")
+    losses = [r["loss"] for r in rows]
+    ax.plot(tokens, losses, lw=0.8, alpha=0.4, color="tab:blue", label="train loss")
+    smooth, mean = [], losses[0]
+    for value in losses:  # an exponential moving average, so the trend shows through batch noise
+        mean = 0.9 * mean + 0.1 * value if math.isfinite(value) else mean
+        smooth.append(mean)
+    ax.plot(tokens, smooth, lw=1.6, color="tab:blue", label="train loss (moving average)")
     val = [(r["tokens"], r["val_loss"]) for r in rows if r.get("val_loss") is not None]
     if val:
         ax.plot(*zip(*val), "o-", color="tab:red", ms=4, label="val loss")
