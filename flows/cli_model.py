@@ -55,6 +55,7 @@ def generate_command(
 
     if prompt is None and not sys.stdin.isatty():
         prompt = sys.stdin.read()
+        prompt = prompt[:-1] if prompt.endswith("\n") else prompt  # `echo text |` adds one
     if temperature < 0 or not 0 < top_p <= 1 or top_k < 0 or max_new_tokens < 1:
         fail("need --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0 and --max-new-tokens >= 1")
     model, tokenizer_path, _ = _load(checkpoint, _device(device))
