@@ -60,7 +60,8 @@ class Benchmark:
 # ------------------------------------------------------------------------------------ reading
 
 def read_records(path: Path) -> Iterator[tuple[int, object]]:
-    """(line number, parsed record) of a JSONL(.gz) or Parquet file; bad JSON is a BenchmarkError."""
+    """(line number, parsed record) of a JSONL(.gz), JSON array or Parquet file; bad JSON is a
+    BenchmarkError. For Parquet and a JSON array the "line" is the record's number, from 1."""
     name = path.name.lower()
     if name.endswith(".parquet"):
         import pyarrow.parquet as pq
@@ -73,6 +74,14 @@ def read_records(path: Path) -> Iterator[tuple[int, object]]:
             yield row, record
         return
     opener = gzip.open if name.endswith(".gz") else open
+    if name.endswith(".json"):  # one JSON array of records (or JSONL under a .json name)
+        try:
+            whole = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            whole = None
+        if isinstance(whole, list):
+            yield from enumerate(whole, 1)  # "line" = the record's position in the array
+            return
     try:
         with opener(path, "rb") as raw:
             for line_no, line in enumerate(io.TextIOWrapper(raw, encoding="utf-8", errors="strict"), 1):

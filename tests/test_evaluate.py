@@ -192,6 +192,8 @@ def test_formats_are_read_as_lm_eval_prompts_them(tmp_path):
     assert piqa.format == "piqa" and piqa.items[0] == ChoiceItem("Question: G\nAnswer:", ["s1", "s2"], 1)
     lamb = read_benchmark(write_lines(tmp_path / "l.jsonl", [{"text": "he said hello"}, {"context": "she said", "target": "bye"}]))
     assert lamb.kind == "cloze" and lamb.items == [ClozeItem("he said", " hello"), ClozeItem("she said", " bye")]
+    (tmp_path / "array.json").write_text(json.dumps([{"goal": "G", "sol1": "s1", "sol2": "s2", "label": 0}] * 3, indent=1))
+    assert read_benchmark(tmp_path / "array.json").items == [ChoiceItem("Question: G\nAnswer:", ["s1", "s2"], 0)] * 3
 
 
 BAD_FILES = {
