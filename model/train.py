@@ -508,7 +508,7 @@ def _train(config: TrainConfig, data, out_dir: Path, runtime: Runtime, progress:
                             "rng": {"torch": torch.get_rng_state().tolist(),
                                     "cuda": [s.tolist() for s in torch.cuda.get_rng_state_all()]
                                     if device.type == "cuda" else []},
-                            "data": {"files": [f.name for f in files], "eot_id": eot_id, "seq_len": seq_len},
+                            "data": {"files": [str(f.resolve()) for f in files], "eot_id": eot_id, "seq_len": seq_len},
                             "summary": {"first_loss": first_loss, "last_loss": last_loss, "val_loss": val_loss}}
                     metrics.flush()
                     save_checkpoint(checkpoint_dir, model, optimizer, meta, tokenizer_path, metrics_path)
