@@ -105,7 +105,7 @@ def loglikelihoods(model, requests: Sequence[Request], batch_size: int = 32, pad
             positions.extend(range(len(inputs) - n_cont, len(inputs)))
             targets.extend(cont)
         hidden = final_hidden(model, idx.to(device))
-        picked = hidden[torch.tensor(rows), torch.tensor(positions)]  # (sum of n_cont, n_embd)
+        picked = hidden[torch.tensor(rows, device=device), torch.tensor(positions, device=device)]  # (Σ n_cont, n_embd)
         logprobs = F.log_softmax(F.linear(picked, weight).float(), dim=-1)
         target = torch.tensor(targets, device=device)
         token_lp = logprobs.gather(1, target[:, None])[:, 0].cpu().numpy().astype(np.float64)
