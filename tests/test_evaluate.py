@@ -363,11 +363,11 @@ def test_evaluate_stage_writes_report_and_caches(world, tmp_path):
     assert not changed.cached and changed.key != result.key
     # the crawl-made task from val documents with long paragraphs
     long_docs = write_token_parts(tmp_path / "long", world["tokenizer_path"],
-                                  [("val", text) for _, text in paragraph_docs(2, words=40)] + world["docs"][:5])
+                                  [("val", text) for _, text in paragraph_docs(8, words=40)] + world["docs"][:5])
     made = run_stage(stage, [world["checkpoint"]], EvaluateConfig(tokens=str(long_docs), prompt=[], device="cpu"), store)
     task = json.loads((made.path / "eval.json").read_text())["benchmarks"][0]
-    assert task["name"] == "crawl-continuation" and task["items"] == 6 and task["chance"] == 0.25  # 2 docs × 3
-    assert len((made.path / "continuation-task.jsonl").read_text().splitlines()) == 6
+    assert task["name"] == "crawl-continuation" and task["items"] == 24 and task["chance"] == 0.25  # 8 docs × 3
+    assert len((made.path / "continuation-task.jsonl").read_text().splitlines()) == 24
     other_tokenizer = train_tokenizer(tmp_path / "other.json", pattern_text(50), vocab_size=280)
     other_tokens = write_token_parts(tmp_path / "other-tokens", other_tokenizer, world["docs"][:10])
     from pipeline.errors import StageError

@@ -24,6 +24,7 @@ from pipeline.errors import StageError
 from pipeline.knobs import knob
 from pipeline.stage import GlobalStage
 
+MIN_TASK_ITEMS = 20  # below this the crawl-made task's accuracy is noise (stderr > 0.09)
 DEFAULT_PROMPTS = ["The", "Debian is", "To install the package,", "In this chapter we"]
 
 
@@ -193,6 +194,9 @@ def crawl_task(data: list[Path], config: EvaluateConfig, out_dir: Path):
         items = continuation_items(read_held_out_documents(data, "val"), task_config)
     except BenchmarkError as exc:
         return f"no continuation task: {exc}"
+    if len(items) < MIN_TASK_ITEMS:
+        return (f"no continuation task: the val split gives only {len(items)} items (fewer than {MIN_TASK_ITEMS}); "
+                "more held-out documents would (tokenize --val-fraction)")
     path = out_dir / "continuation-task.jsonl"
     write_jsonl(items, path)
     task = read_benchmark(path)
