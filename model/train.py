@@ -50,6 +50,7 @@ from model.mfu import peak_flops
 
 # Learning rates that suit each preset when --lr is 0 (smaller models take larger steps).
 PRESET_LR = {"tiny": 3e-3, "small": 1.5e-3, "gpt2-124m": 6e-4}
+MAX_NOT_FINITE_STEPS = 3  # consecutive NaN/inf losses before training stops
 # The most tokens one micro-batch holds when --micro-batch is 0 (activation memory).
 MICRO_BATCH_TOKENS = {"cpu": 8192, "cuda": 32768}
 
@@ -460,6 +461,7 @@ def _train(config: TrainConfig, data, out_dir: Path, runtime: Runtime, progress:
     metrics = open(metrics_path, "a") if runtime.main else None
     first_loss = last_loss = val_loss = None
     tokens_this_run, time_this_run = 0, 0.0
+    not_finite = 0
     checkpoint_dir = out_dir / "checkpoints"
     try:
         for step in range(start_step + 1, stop + 1):
@@ -489,6 +491,13 @@ def _train(config: TrainConfig, data, out_dir: Path, runtime: Runtime, progress:
                 record["warning"] = warning
                 if runtime.main:
                     bar.write(f"warning: {warning}")
+            not_finite = 0 if math.isfinite(loss_value) else not_finite + 1
+            if not_finite >= MAX_NOT_FINITE_STEPS:  # the weights are NaN by now: stop, keep the last checkpoint
+                if runtime.main:
+                    metrics.write(json.dumps(record) + "\n")
+                raise TrainError(f"the loss has not been finite for {not_finite} steps (since step "
+                                 f"{step - not_finite + 1}); lower --lr or check the data; the last checkpoint "
+                                 f"is in {checkpoint_dir}")
             if (config.eval_every and step % config.eval_every == 0) or step == config.max_steps:
                 val_loss = validation_loss(model, files, seq_len, micro, eot_id, runtime, config.eval_batches,
                                            autocast, seed=config.seed)

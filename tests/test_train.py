@@ -337,3 +337,14 @@ def test_a_users_mistake_is_one_line_and_exit_2(artifact, tmp_path, capsys):
     assert capsys.readouterr().err == "error: --batch-tokens 100 is not a multiple of seq_len 30 × 1 rank(s)\n"
     assert main(["--data", str(artifact), "--out", str(tmp_path / "out"), "--resume", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith(f"error: {tmp_path}: no checkpoint here")
+
+
+def test_a_diverging_run_stops_with_one_line_and_keeps_its_checkpoint(artifact, tmp_path):
+    from model.train import TrainError
+
+    with pytest.raises(TrainError, match="not been finite for 3 steps"):
+        train(small(lr=1e6, warmup_steps=0, grad_clip=0, max_steps=40, checkpoint_every=2, eval_every=0),
+              artifact, tmp_path, progress=False)
+    rows = read_metrics(tmp_path)
+    assert not math.isfinite(rows[-1]["loss"]) and "not finite" in rows[-1]["warning"]
+    assert latest_checkpoint(tmp_path / "checkpoints").name.startswith("step-")
