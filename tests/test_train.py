@@ -41,8 +41,10 @@ def read_metrics(folder: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory):
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # 2 OpenMP threads on 2 busy shared cores are ~10x slower than one
-    return build_token_artifact(tmp_path_factory.mktemp("tokens"), parts=2, row_group_docs=64)
+    yield build_token_artifact(tmp_path_factory.mktemp("tokens"), parts=2, row_group_docs=64)
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
