@@ -426,7 +426,7 @@ def _train(config: TrainConfig, data, out_dir: Path, runtime: Runtime, progress:
                          world_size=runtime.world_size, loop=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = out_dir / "metrics.jsonl"
-    start_step, tokens_seen = 0, 0
+    start_step, tokens_seen, first_loss = 0, 0, None
     if config.resume:
         checkpoint = latest_checkpoint(config.resume)
         meta = load_training_state(checkpoint, model, optimizer)
@@ -440,6 +440,7 @@ def _train(config: TrainConfig, data, out_dir: Path, runtime: Runtime, progress:
             lines = earlier.read_text().splitlines() if earlier.is_file() else []
             kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= start_step]
             metrics_path.write_text("".join(line + "\n" for line in kept))
+            first_loss = json.loads(kept[0])["loss"] if kept else None  # the curve's, not this run's
     elif runtime.main:
         metrics_path.write_text("")
     stop = min(config.stop_at or config.max_steps, config.max_steps)
@@ -459,7 +460,7 @@ def _train(config: TrainConfig, data, out_dir: Path, runtime: Runtime, progress:
     bar = Progress(stop, start_step, progress and runtime.main)
     watch = SpikeWatch()
     metrics = open(metrics_path, "a") if runtime.main else None
-    first_loss = last_loss = val_loss = None
+    last_loss = val_loss = None
     tokens_this_run, time_this_run = 0, 0.0
     not_finite = 0
     checkpoint_dir = out_dir / "checkpoints"

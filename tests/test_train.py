@@ -107,7 +107,7 @@ def test_resume_gives_bit_identical_losses(full_run, artifact, tmp_path):
     assert json.loads((first / "config.json").read_text())["step"] == 10
     second = tmp_path / "second"
     summary = train(small(resume=str(first)), artifact, second, progress=False)
-    assert summary["resumed_from"] == 10
+    assert summary["resumed_from"] == 10 and summary["first_loss"] == full[0]["loss"]
     resumed = read_metrics(second)
     assert [r["step"] for r in resumed] == list(range(1, STEPS + 1))  # the curve continues the first run's
     for a, b in zip(full, resumed):
