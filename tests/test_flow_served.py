@@ -3,6 +3,7 @@ temporary PREFECT_HOME) and a real `scratchlm serve` process: runs triggered thr
 the Prefect CLI, the Cached second run, the retokenize-incremental schedule, a new WARC computing
 only its shards, and two concurrent runs writing one intact artifact per key."""
 import asyncio
+import contextvars
 import json
 import os
 import shutil
@@ -118,6 +119,7 @@ def _intact(folder: Path) -> None:
         assert file_digest(folder / entry["file"]) == "sha256:" + entry["sha256"], (folder, entry["file"])
 
 
+@pytest.mark.timeout(600)  # a minute or two alone; more when the machine is shared
 def test_served_deployments_run_cache_and_grow_incrementally(served):
     from pipeline.stages import STAGE_MODULES
 
@@ -140,8 +142,10 @@ def test_served_deployments_run_cache_and_grow_incrementally(served):
     # Two runs with parameters started at once through the API: both complete, every task runs
     # once (Completed in one run, Cached in the other), one intact artifact per key.
     parameters = {"until": "quality", "workers": 1, "quality": {"gopher_min_words": 40}}
-    with ThreadPoolExecutor(2) as pool:
-        both = list(pool.map(lambda _: _run("scratchlm-data/crawl-to-corpus", parameters), range(2)))
+    with ThreadPoolExecutor(2) as pool:  # each thread with this one's Prefect settings (the API URL)
+        futures = [pool.submit(contextvars.copy_context().run, _run, "scratchlm-data/crawl-to-corpus", parameters)
+                   for _ in range(2)]
+        both = [f.result() for f in futures]
     assert all(r.state.is_completed() for r in both), [r.state for r in both]
     states = [_task_states(r.id) for r in both]
     for stage in ("ingest", "extract", "langid", "quality"):
