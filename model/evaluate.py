@@ -21,7 +21,10 @@ batched scores equal scores computed one request at a time.
 Bits per byte: total cross-entropy in nats of the target tokens / ln 2 / their UTF-8 bytes, so
 models with different tokenizers compare. Special tokens (the document separator) are targets of
 the loss but count neither nats nor bytes in bits per byte, as nanochat does. The unigram
-baseline (token frequencies of the train split, add-one smoothed) is measured the same way.
+baseline (token frequencies of the train split, add-one smoothed) is measured the same way. The
+split is read as the loader streams it (each document followed by <|endoftext|>), with one
+separator in front so the first document is predicted like the others and every byte of the
+split's text is counted; windows of block_size tokens, not overlapping.
 """
 from __future__ import annotations
 
