@@ -268,7 +268,7 @@ app.command("sample-crawl", help="Build a crawl (WARC) of Debian HTML documentat
                                  "by wget: thousands of pages in 10+ languages by default.")(_sample_crawl_command())
 
 
-def _expand_multi_value_options(argv: list[str], names=("--input", "-i", "--against", "--compare", "--only")) -> list[str]:
+def _expand_multi_value_options(argv: list[str], names=("--input", "-i", "--against", "--compare", "--only", "--crawl", "-c")) -> list[str]:
     """Accept `--input a b c` as well as `--input a --input b` (click takes one value per flag)."""
     out: list[str] = []
     current = None
