@@ -193,3 +193,11 @@ def test_served_deployments_run_cache_and_grow_incrementally(served):
         assert shards["total"] == 2 and shards["computed"] == 1, (stage, shards)
     assert new_tokens["stats"]["shards"]["computed"] == 1, new_tokens["stats"]["shards"]
     _intact(Path(record["tokens"]))
+
+    # crawl-watch (the polling trigger): it runs the incremental flow when the crawl differs from
+    # its last look (here: it has never looked), and does nothing while the crawl stays the same.
+    from flows.pipeline_flow import watch_crawl
+
+    first_look = watch_crawl(crawl=[str(served["crawl"])], store=str(served["store"]), workers=1)
+    assert first_look["next_pretrain_tokens"] == record["tokens"]
+    assert watch_crawl(crawl=[str(served["crawl"])], store=str(served["store"]), workers=1) == {}
