@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from model.presets import PRESETS  # noqa: F401 - sizes live in a torch-free module (the CLI reads them)
 
 
 @dataclass
@@ -73,15 +74,6 @@ class GPTConfig:
 # Presets: sizes only; vocab_size always comes from the tokenizer (config_from_preset). Tied
 # embeddings throughout, as GPT-2 and Llama 3.2 1B: at these sizes the vocab × n_embd matrix is a
 # large share of all parameters (80% of tiny's at vocab 32768), so one copy instead of two halves it.
-PRESETS: dict[str, dict] = {
-    # 1.05M parameters in the blocks (+ vocab × 128): ~1.4k tokens per CPU-second at vocab 32768
-    # (benchmarks/BENCHMARKS.md), so the loss drops visibly within minutes on 2 cores.
-    "tiny": dict(n_layer=4, n_head=4, n_kv_head=4, n_embd=128, block_size=256, tie_embeddings=True),
-    # 10.6M in the blocks (+ vocab × 384): a GPU in minutes, a CPU in hours.
-    "small": dict(n_layer=6, n_head=6, n_kv_head=6, n_embd=384, block_size=512, tie_embeddings=True),
-    # GPT-2 small's shape (85M in the blocks, tied embeddings: 124M at GPT-2's vocab) with Llama's blocks.
-    "gpt2-124m": dict(n_layer=12, n_head=12, n_kv_head=12, n_embd=768, block_size=1024, tie_embeddings=True),
-}
 
 
 def config_from_preset(name: str, vocab_size: int, **overrides) -> GPTConfig:

@@ -287,7 +287,7 @@ def test_pretrain_stage_is_cached_and_resume_is_keyed_by_checkpoint_content(arti
     def no_training(*args, **kwargs):
         raise AssertionError("trained again")
 
-    monkeypatch.setattr(pretrain, "train", no_training)
+    monkeypatch.setattr("model.train.train", no_training)
     again = run_stage(stage, [artifact], config, store)
     assert again.cached and again.path == first.path and again.manifest == first.manifest
     # device and checkpoint frequency do not name the output; the learning rate does

@@ -20,9 +20,7 @@ from typing import Sequence
 
 import pyarrow.parquet as pq
 
-from model.checkpoint import CheckpointError, checkpoint_files
-from model.data import DataError, open_token_artifact, unigram_entropy
-from model.train import TrainConfig, TrainError, summary_lines, token_data, train
+from model.train_config import TrainConfig, TrainError
 from pipeline.documents import artifact_stage
 from pipeline.errors import StageError
 from pipeline.stage import GlobalStage
@@ -32,6 +30,8 @@ SIDE_FILES = ("model.safetensors", "optimizer.safetensors", "config.json", "toke
 
 def token_input_files(inputs: Sequence) -> list[Path]:
     """`--input` items → the token parts, then the one tokenizer.json (its digest enters the key too)."""
+    from model.data import DataError, open_token_artifact
+
     parts: list[Path] = []
     tokenizers: list[Path] = []
     for item in inputs:
@@ -69,6 +69,8 @@ def pretrain_references(config: TrainConfig) -> list[Path]:
     """With --resume: the checkpoint's weights, optimizer and config (their content names the output)."""
     if not config.resume:
         return []
+    from model.checkpoint import CheckpointError, checkpoint_files
+
     try:
         return checkpoint_files(config.resume)
     except CheckpointError as exc:
@@ -76,6 +78,11 @@ def pretrain_references(config: TrainConfig) -> list[Path]:
 
 
 def run_pretrain(files: list[Path], config: TrainConfig, out_dir: Path, against=()):
+    # torch is imported here, not at the top: every `scratchlm` command lists this stage's options.
+    from model.checkpoint import CheckpointError
+    from model.data import DataError, unigram_entropy
+    from model.train import summary_lines, token_data, train
+
     parts = [f for f in files if f.name.endswith(".parquet")]
     tokenizer = next(f for f in files if f.name.endswith(".json"))
     try:
