@@ -86,3 +86,20 @@ def test_deployment_exposes_every_stage_knob_as_a_parameter(prefect_server):
         props = definitions[config_cls.__name__]["properties"] if "$ref" in str(ref) or "allOf" in ref else ref["properties"]
         assert set(props) == {f.name for f in dataclasses.fields(config_cls)}
     assert deployment.schedules and deployment.schedules[0].schedule.interval.total_seconds() == 24 * 3600
+
+
+def test_a_stage_without_its_registration_or_its_input_is_skipped_with_a_log_line(prefect_server, tmp_path, caplog):
+    from prefect import flow
+
+    from flows.pipeline_flow import run_stages
+
+    @flow(name="skip-check")
+    def chain():
+        # "no-such-stage" is not registered; tokenize has no tokenizer (train-tokenizer did not run).
+        return run_stages(["no-such-stage", "tokenize"], [str(tmp_path)], {}, str(tmp_path / "store"))
+
+    with caplog.at_level("INFO"):
+        assert chain() == {}
+    assert "no-such-stage: stage not registered yet, skipped" in caplog.text
+    assert "tokenize: skipped, no train-tokenizer artifact to read (set tokenize.tokenizer)" in caplog.text
+    assert not (tmp_path / "store").exists()
