@@ -48,7 +48,8 @@ class TokenizeConfig:
             raise StageError(f"tokenize: val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.batch_docs < 1:
             raise StageError(f"tokenize: batch_docs must be at least 1, got {self.batch_docs}")
-        tokenizer_file(self.tokenizer)
+        if self.tokenizer:  # empty: a flow fills it in from its train-tokenizer task; required when the stage runs
+            tokenizer_file(self.tokenizer)
 
 
 def tokenizer_file(spec: str) -> Path:
