@@ -160,7 +160,28 @@ def run_pipeline(
         stats = load_manifest(path)["stats"]
         dropped = ", ".join(f"{k} {v}" for k, v in sorted(stats.get("dropped", {}).items(), key=lambda kv: -kv[1])[:3])
         typer.echo(f"{name:8s} {stats['docs_in']:>7} → {stats['docs_out']:<7} docs  {path}" + (f"  (dropped: {dropped})" if dropped else ""), err=True)
+        for line in _result_lines(name, stats):
+            typer.echo(f"         {line}", err=True)
     typer.echo(outputs.get(until) or list(outputs.values())[-1])
+
+
+def _result_lines(name: str, stats: dict) -> list[str]:
+    """What a stage produced beyond its funnel: tokens, the losses, the scores."""
+    if name == "train-tokenizer" and "extra" in stats:
+        return [f"vocab {stats['extra'].get('vocab_size')}; bytes/token " +
+                ", ".join(f"{k} {v}" for k, v in list(stats.get("bytes_per_token", {}).items())[:10])]
+    if name == "tokenize" and "splits" in stats:
+        return ["tokens " + ", ".join(f"{s} {v['tokens']:,} ({v['docs']} docs)" for s, v in stats["splits"].items()) +
+                f"; {stats.get('tokens_per_byte')} tokens per byte"]
+    if name == "pretrain":
+        return [line.removeprefix("pretrain: ") for line in stats.get("summary_lines", [])]
+    if name == "evaluate" and "eval" in stats:
+        scores = stats["eval"]
+        lines = [f"val loss {scores['loss']:.4f}, perplexity {scores['perplexity']:.1f}, bits per byte {scores['bits_per_byte']:.4f}"]
+        lines += [f"{task}: " + ", ".join(f"{k} {v:.3f}" for k, v in values.items())
+                  for task, values in scores.items() if isinstance(values, dict)]
+        return lines
+    return []
 
 
 @app.command("serve", help="Register the deployments (whole pipeline, each sub-flow, each stage, retokenize-incremental "
