@@ -3,6 +3,7 @@ dataclass; the last line printed on stdout is always the output folder."""
 from __future__ import annotations
 
 import inspect
+import json
 import sys
 from pathlib import Path
 from typing import Optional
@@ -160,12 +161,12 @@ def run_pipeline(
         stats = load_manifest(path)["stats"]
         dropped = ", ".join(f"{k} {v}" for k, v in sorted(stats.get("dropped", {}).items(), key=lambda kv: -kv[1])[:3])
         typer.echo(f"{name:8s} {stats['docs_in']:>7} → {stats['docs_out']:<7} docs  {path}" + (f"  (dropped: {dropped})" if dropped else ""), err=True)
-        for line in _result_lines(name, stats):
+        for line in _result_lines(name, stats, Path(path)):
             typer.echo(f"         {line}", err=True)
     typer.echo(outputs.get(until) or list(outputs.values())[-1])
 
 
-def _result_lines(name: str, stats: dict) -> list[str]:
+def _result_lines(name: str, stats: dict, folder: Path) -> list[str]:
     """What a stage produced beyond its funnel: tokens, the losses, the scores."""
     if name == "train-tokenizer" and "extra" in stats:
         return [f"vocab {stats['extra'].get('vocab_size')}; bytes/token " +
@@ -178,6 +179,11 @@ def _result_lines(name: str, stats: dict) -> list[str]:
     if name == "evaluate" and "eval" in stats:
         scores = stats["eval"]
         lines = [f"val loss {scores['loss']:.4f}, perplexity {scores['perplexity']:.1f}, bits per byte {scores['bits_per_byte']:.4f}"]
+        try:  # the unigram baseline beside it, from eval.json
+            unigram = json.loads((folder / "eval.json").read_text())["held_out"]["unigram"]
+            lines[0] += f" (unigram baseline: loss {unigram['loss']:.4f}, bits per byte {unigram['bits_per_byte']:.4f})"
+        except (OSError, KeyError, ValueError, TypeError):
+            pass
         lines += [f"{task}: " + ", ".join(f"{k} {v:.3f}" for k, v in values.items())
                   for task, values in scores.items() if isinstance(values, dict)]
         return lines
