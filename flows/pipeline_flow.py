@@ -339,8 +339,14 @@ def _watch(**values) -> dict[str, str]:
     if state.is_file() and json.loads(state.read_text()) == fingerprint:
         get_run_logger().info("crawl unchanged (%d files): nothing to do", len(fingerprint))
         return {}
-    outputs = retokenize_incremental(crawl=crawl, tokenizer=values.get("tokenizer", ""), store=store,
-                                     workers=values.get("workers", 0))
+    tokenizer = values.get("tokenizer", "")
+    if not tokenizer:
+        try:
+            tokenizer = fixed_tokenizer(store)
+        except ValueError as exc:  # no tokenizer trained yet: not an error of every poll
+            get_run_logger().info("%s; waiting for a full run (scratchlm-pipeline) to train one", exc)
+            return {}
+    outputs = retokenize_incremental(crawl=crawl, tokenizer=tokenizer, store=store, workers=values.get("workers", 0))
     state.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(state, fingerprint)
     return outputs
