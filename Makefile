@@ -17,10 +17,14 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The main job on the bundled sample crawl: the whole Prefect flow, ingest → ... → evaluate, the
-# model part short (tiny preset, few steps); stderr names each artifact and the run report.
+# The main job on the bundled sample crawl: the whole Prefect flow, ingest → ... → evaluate. The
+# sample is 577 pages in 10 languages, so every language is kept; a 1,024-token vocabulary and the
+# `tiny` model (700 steps of 2,048 tokens, one thread) train in about three minutes on 2 cores.
+# stderr shows each stage's funnel, the losses beside the unigram entropy, the scores and the report.
+DEMO_KNOBS := --set langid.languages=all --set train-tokenizer.vocab_size=1024 --set tokenize.val_fraction=0.1 \
+	--set pretrain.max_steps=700 --set pretrain.batch_tokens=2048 --set pretrain.lr=0.001 --set pretrain.cpu_threads=1
 demo: setup
-	$(VENV)/bin/scratchlm run --crawl data/sample-crawl --until evaluate --set pretrain.max_steps=60 --set pretrain.eval_every=20
+	$(VENV)/bin/scratchlm run --crawl data/sample-crawl --until evaluate $(DEMO_KNOBS)
 
 test: setup
 	$(PY) -m pytest

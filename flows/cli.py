@@ -37,7 +37,7 @@ def _stage_command(stage):
         inspect.Parameter("store", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
                           default=typer.Option(None, "--store", envvar="SCRATCHLM_STORE", help="Artifact store root [default: ./artifacts].")),
     ]
-    if stage.kind == "global":
+    if getattr(stage, "resolve_against", None) is not None:
         common.append(inspect.Parameter(
             "against", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[list[Path]],
             default=typer.Option(None, "--against", help="Earlier dedup artifact(s) whose saved index the input is deduplicated against.")))

@@ -97,9 +97,7 @@ def shard_task(stage_name: str, file: str, config: Any, store_root: str) -> str:
     document that hangs or crashes is dropped as in a local run)."""
     stage = get_stage(stage_name)
     folder = shard_folder(stage_name, file, config, store_root)
-    if not (folder / runner.SHARD_MANIFEST).is_file():
-        runner._ShardPool(stage, config, _options(1), [Path(file)], [folder], [0]).run()
-    return str(folder)
+    return str(runner.run_one_shard(stage, config, Path(file), folder, _options(1)))
 
 
 def shard_task_for(stage_name: str, store_root: str):

@@ -113,6 +113,8 @@ def plan(stage, inputs: Sequence[str | os.PathLike], config: Any, options: RunOp
     digests = [file_digest(f) for f in files]
     key = stage_key(stage, config, digests, options)
     if against:
+        if stage.resolve_against is None:
+            raise StageError(f"{stage.name}: takes no --against")
         against_digests = [file_digest(f) for f in stage.resolve_against(against)]
         key = content_key(key, "against", against_digests)
     return files, digests, key
@@ -203,6 +205,15 @@ def _sum_stats(all_stats: list[dict]) -> dict:
     for group in ("dropped", "faults", "skipped", "extra"):
         total[group] = dict(sorted(total[group].items()))
     return total
+
+
+def run_one_shard(stage: ShardStage, config, path: Path, shard_dir: Path, options: RunOptions | None = None) -> Path:
+    """Compute one input file's shard in a watched worker process (a hung or crashing document is
+    dropped as in a whole run), unless it is already there; for executors that map shards
+    themselves (the Dask runner)."""
+    if not (Path(shard_dir) / SHARD_MANIFEST).is_file():
+        _ShardPool(stage, config, options or RunOptions(workers=1, progress=False), [Path(path)], [Path(shard_dir)], [0]).run()
+    return Path(shard_dir)
 
 
 class _ShardPool:

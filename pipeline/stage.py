@@ -164,7 +164,7 @@ class GlobalStage:
     description: str
     input_suffixes: tuple[str, ...] = DOCUMENT_SUFFIXES
     # `--against` paths → the files whose digests enter the key (e.g. earlier dedup indexes)
-    resolve_against: Callable[[Sequence], list[Path]] = lambda against: []
+    resolve_against: Callable[[Sequence], list[Path]] | None = None  # None: the stage takes no --against
     references: Callable[[Any], list[Path]] = no_references
     input_files: Callable[[Sequence], list[Path]] | None = None
     # True: `run` also gets `shards=`, a runner.ShardCache for per-input caching (dedup)
