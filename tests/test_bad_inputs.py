@@ -36,13 +36,7 @@ OUTPUT_PARAMS = {"output", "out_dir", "store", "home", "cache_dir"}
 
 # Gaps in code that other engineers own, each with what to do. Strict: once fixed, the case
 # passes, and XPASS fails the run until its entry here is removed.
-KNOWN_GAPS = {
-    ("config-check", "evaluate"): "H-eval: define EvaluateConfig.check() (max_items >= 0, max_val_tokens >= 0, "
-                                  "max_new_tokens >= 0, temperature >= 0, top_k >= 0, batch_size >= 1)",
-}
-for _case in ("fake", "notext", "inttext", "object"):
-    KNOWN_GAPS["wrong-file", "pretrain", _case] = ("H-train: token_input_files should name the file it was given "
-                                                  "(e.g. 'fake.parquet: not a tokenize artifact')")
+KNOWN_GAPS: dict = {}  # (test, stage, case) → why it is expected to fail; strict, so a fix must remove it
 
 
 def with_gaps(test: str, params: list) -> list:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from model.benchmarks import FORMATS, BenchmarkError
-from pipeline.errors import StageError
+from pipeline.errors import StageError, check_range
 from pipeline.knobs import knob
 from pipeline.stage import GlobalStage
 
@@ -51,6 +51,11 @@ class EvaluateConfig:
     device: str = knob("auto", "Device: auto (cuda if available), cpu, cuda, cuda:1, mps.", in_key=False)
     cpu_threads: int = knob(0, "Threads of CPU math (0: torch's default, one per core; 1 is much faster on cores that "
                                "other programs keep busy).", in_key=False)
+
+    def check(self) -> None:
+        check_range(self, ("continuation_task", "max_items", "max_val_tokens", "max_new_tokens", "top_k", "cpu_threads"), low=0)
+        check_range(self, "temperature", low=0.0)
+        check_range(self, "batch_size", low=1)
 
 
 # ----------------------------------------------------------------------------- inputs and references

@@ -49,9 +49,9 @@ def token_input_files(inputs: Sequence) -> list[Path]:
             parts += files
             tokenizers.append(tokenizer)
         elif path.name.endswith(".parquet"):
-            parts.append(path)
+            parts.append(_checked_token_part(path))
         elif path.name.endswith(".json"):
-            tokenizers.append(path)
+            tokenizers.append(_checked_tokenizer(path))
         else:
             raise StageError(f"{item}: neither a tokenize artifact, a token part (.parquet) nor a tokenizer.json")
     if not parts:
@@ -63,6 +63,33 @@ def token_input_files(inputs: Sequence) -> list[Path]:
         raise StageError(f"pretrain: the inputs were tokenized with {len(digests)} different tokenizers "
                          f"({', '.join(str(t) for t in tokenizers[:3])}); token ids would not mean the same")
     return parts + tokenizers[:1]
+
+
+def _checked_token_part(path: Path) -> Path:
+    """A token part named directly must be one: Parquet with `tokens` as a list of integers."""
+    import pyarrow as pa
+
+    try:
+        schema = pq.read_schema(path)
+    except Exception as exc:  # noqa: BLE001 - a user's file that is not Parquet
+        raise StageError(f"{path.name}: not a readable Parquet file ({str(exc).splitlines()[0][:120]})") from None
+    if "tokens" not in schema.names:
+        raise StageError(f"{path.name}: not a token part (no 'tokens' column; columns: {', '.join(schema.names)}); "
+                         "run tokenize first")
+    kind = schema.field("tokens").type
+    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)) or not pa.types.is_integer(kind.value_type):
+        raise StageError(f"{path.name}: column 'tokens' is {kind}, not a list of token ids")
+    return path
+
+
+def _checked_tokenizer(path: Path) -> Path:
+    from tokenizers import Tokenizer
+
+    try:
+        Tokenizer.from_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - a user's file that is not a tokenizer
+        raise StageError(f"{path.name}: not a tokenizer.json ({str(exc).splitlines()[0][:120]})") from None
+    return path
 
 
 def pretrain_references(config: TrainConfig) -> list[Path]:
