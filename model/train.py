@@ -49,6 +49,9 @@ from model.gpt import GPT, config_from_preset
 from model.mfu import peak_flops
 from model.train_config import MAX_NOT_FINITE_STEPS, MICRO_BATCH_TOKENS, TrainConfig, TrainError
 
+RECENT_LOSS_STEPS = 20  # the summary's "last loss" is the mean of this many final steps (one step is noisy)
+
+
 def lr_at(step: int, config: TrainConfig) -> float:
     """Learning rate of update number `step` (1-based)."""
     peak, floor = config.peak_lr(), config.peak_lr() * config.min_lr_ratio
@@ -385,6 +388,7 @@ def _train(config: TrainConfig, data, out_dir: Path, runtime: Runtime, progress:
     watch = SpikeWatch()
     metrics = open(metrics_path, "a") if runtime.main else None
     last_loss = val_loss = None
+    recent_losses: list[float] = []  # one step's loss is noisy: the summary also gives the mean of the last ones
     tokens_this_run, time_this_run = 0, 0.0
     not_finite = 0
     checkpoint_dir = out_dir / "checkpoints"
@@ -408,6 +412,7 @@ def _train(config: TrainConfig, data, out_dir: Path, runtime: Runtime, progress:
                 time_this_run += elapsed
             first_loss = loss_value if first_loss is None else first_loss
             last_loss = loss_value
+            recent_losses = (recent_losses + [loss_value])[-RECENT_LOSS_STEPS:]
             record = {"step": step, "loss": loss_value, "lr": lr, "grad_norm": norm_value, "tokens": tokens_seen,
                       "tokens_per_s": tokens_per_s, "flops_per_s": flops_per_token * tokens_per_s,
                       "mfu": flops_per_token * tokens_per_s / peak if peak else None}
@@ -454,6 +459,7 @@ def _train(config: TrainConfig, data, out_dir: Path, runtime: Runtime, progress:
             writer.close()
 
     summary = {"steps": stop, "resumed_from": start_step, "first_loss": first_loss, "last_loss": last_loss,
+               "recent_loss": sum(recent_losses) / len(recent_losses) if recent_losses else None,
                "val_loss": val_loss, "tokens_seen": tokens_seen, "seq_len": seq_len, "micro_batch": micro,
                "grad_accumulation": accum, "world_size": runtime.world_size, "device": str(device),
                "params": model.num_params(), "flops_per_token": flops_per_token,
@@ -481,8 +487,8 @@ def summary_lines(summary: dict, unigram_entropy: float | None = None) -> list[s
     def fmt(v):
         return "n/a" if v is None else f"{v:.4f}"
     lines = [f"pretrain: {summary.get('steps')} steps, {summary.get('tokens_seen', 0):,} tokens; "
-             f"loss {fmt(summary.get('first_loss'))} → {fmt(summary.get('last_loss'))}, "
-             f"val loss {fmt(summary.get('val_loss'))} nats/token"]
+             f"loss {fmt(summary.get('first_loss'))} at the first step → {fmt(summary.get('recent_loss'))} "
+             f"(mean of the last {RECENT_LOSS_STEPS} steps), val loss {fmt(summary.get('val_loss'))} nats/token"]
     if unigram_entropy is not None:
         lines.append(f"pretrain: unigram entropy of the training tokens {unigram_entropy:.4f} nats/token "
                      f"(a model that learned only token frequencies would score this)")

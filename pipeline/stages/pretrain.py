@@ -124,7 +124,7 @@ def run_pretrain(files: list[Path], config: TrainConfig, out_dir: Path, against=
     side = {name: out_dir / name for name in SIDE_FILES if (out_dir / name).is_file()}
     side.update({p.name: p for p in sorted(out_dir.glob("events.out.tfevents.*")) if p.is_file()})
     docs = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
-    train_stats = {k: summary[k] for k in ("steps", "resumed_from", "first_loss", "last_loss", "val_loss", "tokens_seen",
+    train_stats = {k: summary[k] for k in ("steps", "resumed_from", "first_loss", "last_loss", "recent_loss", "val_loss", "tokens_seen",
                                           "params", "flops_per_token", "tokens_per_s", "mfu", "seq_len",
                                           "micro_batch", "grad_accumulation", "world_size", "device")}
     train_stats.update(unigram_entropy_nats=entropy, train_split_tokens=train_tokens, vocab_size=vocab_size)
