@@ -5,10 +5,20 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
 import torch
 
-SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>", "<|bos|>", "<|user_start|>", "<|user_end|>",
-                  "<|assistant_start|>", "<|assistant_end|>", "<|reserved_0|>"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny matrices gain nothing from a second thread, and a thread that waits for a busy core
+    (other jobs on the machine) costs several times the work; restored for other test files."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 ANIMALS = ["cat", "dog", "horse", "sheep", "goat", "mouse", "bird", "fish"]
 SOUNDS = {"cat": "meows", "dog": "barks", "horse": "neighs", "sheep": "bleats", "goat": "bleats",
@@ -26,16 +36,10 @@ def pattern_text(n: int = 400, seed: int = 0) -> list[str]:
 
 
 def train_tokenizer(path: Path, texts: list[str], vocab_size: int = 300) -> Path:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    """The project's own tokenizer (rustbpe's trainer, HF format), small, on the given texts."""
+    from pipeline.tokenizer import train_bpe
 
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size - len(SPECIAL_TOKENS), show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tokenizer.train_from_iterator(texts, trainer)
-    tokenizer.add_special_tokens(SPECIAL_TOKENS)
-    tokenizer.save(str(path))
+    train_bpe(texts, vocab_size).save(str(path))
     return path
 
 

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from eval_fixtures import (ANIMALS, SOUNDS, pattern_text, tiny_gpt, train_on, train_tokenizer,  # noqa: E402
-                           uniform_model, write_checkpoint, write_token_parts)
+from eval_fixtures import (ANIMALS, SOUNDS, one_torch_thread, pattern_text, tiny_gpt, train_on,  # noqa: E402,F401
+                           train_tokenizer, uniform_model, write_checkpoint, write_token_parts)
 
 from model.benchmarks import (BenchmarkError, ChoiceItem, ClozeItem, ContinuationTaskConfig,  # noqa: E402
                               continuation_items, read_benchmark, read_held_out_documents)
@@ -26,15 +26,6 @@ from model.evaluate import (encode_pair, evaluate_held_out, loglikelihoods, mean
 
 REPO = Path(__file__).resolve().parent.parent
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny matrices gain nothing from a second thread, and a thread that waits for a busy core
-    (other jobs on the machine) costs several times the work; restored for other test files."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -8,20 +8,12 @@ import torch
 from tokenizers import Tokenizer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from eval_fixtures import pattern_text, tiny_gpt, train_tokenizer, write_checkpoint  # noqa: E402
+from eval_fixtures import one_torch_thread, pattern_text, tiny_gpt, train_tokenizer, write_checkpoint  # noqa: E402,F401
 
 from model.generate import TextStream, generate_text, generate_tokens, next_token  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny matrices gain nothing from a second thread, and one waiting for a busy core costs a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

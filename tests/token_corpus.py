@@ -1,6 +1,6 @@
 """A real token artifact for the loader and training tests, built in seconds: Jane Austen's
-paragraphs (tests/fixtures/dedup), a byte-level BPE trained on them with HF `tokenizers`
-(special tokens last, as CONTRACT.md says), and parts written with pyarrow in the token
+paragraphs (tests/fixtures/dedup), the project's byte-level BPE trained on them (special tokens
+last), and parts written with pyarrow in the token
 artifact's schema (id, split, n_tokens, tokens list<uint16>)."""
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.tokenizer import SPECIAL_TOKENS  # noqa: F401 - the last ids of every tokenizer
+
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "dedup" / "austen_paragraphs.txt.gz"
-SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>", "<|bos|>", "<|user_start|>", "<|user_end|>",
-                  "<|assistant_start|>", "<|assistant_end|>", "<|reserved_0|>"]
 TOKEN_SCHEMA = pa.schema([("id", pa.string()), ("split", pa.string()), ("n_tokens", pa.int32()),
                           ("tokens", pa.list_(pa.uint16())), ("source", pa.string())])
 
@@ -30,16 +30,10 @@ def split_of(doc_id: str, val_percent: int = 10) -> str:
 
 
 def train_tokenizer(texts: list[str], path: Path, vocab_size: int = 512) -> Path:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    """The project's own tokenizer (rustbpe's trainer, HF format), small, on the given texts."""
+    from pipeline.tokenizer import train_bpe
 
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size - len(SPECIAL_TOKENS), show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tokenizer.train_from_iterator(texts, trainer)
-    tokenizer.add_special_tokens(SPECIAL_TOKENS)  # appended: the last ids
-    tokenizer.save(str(path))
+    train_bpe(texts, vocab_size).save(str(path))
     return path
 
 
