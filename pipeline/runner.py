@@ -171,7 +171,7 @@ def _run_shards(stage: ShardStage, files, digests, config, store: ArtifactStore,
     messages = [m for s in shards for m in s.get("fault_messages", [])]
     if not any(s["stats"]["docs_in"] for s in shards) and messages:
         raise StageError(f"nothing readable in the input: {messages[0]}" + (f" (and {len(messages) - 1} more)" if len(messages) > 1 else ""))
-    stats = _sum_stats([s["stats"] for s in shards])
+    stats = sum_stats([s["stats"] for s in shards])
     stats["fault_messages"] = messages[:100]
     stats["shards"] = {"total": len(shards), "computed": len(todo), "reused": len(shards) - len(todo)}
     if stage.summarize is not None:
@@ -193,7 +193,8 @@ def _load_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _sum_stats(all_stats: list[dict]) -> dict:
+def sum_stats(all_stats: list[dict]) -> dict:
+    """The funnel of several shards: counts added, reasons merged."""
     total: dict = {"docs_in": 0, "docs_out": 0, "bytes_in": 0, "bytes_out": 0,
                    "dropped": {}, "faults": {}, "skipped": {}, "extra": {}}
     for s in all_stats:

@@ -25,7 +25,7 @@ from pipeline.dedup import (REMOVED_SCHEMA, DedupConfig, Deduper, Sketches, inde
 from pipeline.documents import parquet_rows, stage_inputs
 from pipeline.errors import StageError
 from pipeline.report import signal_histograms
-from pipeline.runner import _sum_stats
+from pipeline.runner import sum_stats
 from pipeline.stage import GlobalStage, ShardContext
 from pipeline.text_table import read_text_table
 from storage.keys import content_key, file_digest
@@ -152,7 +152,7 @@ def _assemble(shard_dirs: list[Path], out_dir: Path, against_documents: int, reu
         sizes = pa.table({"duplicate_cluster_size": pa.array(cluster_sizes, pa.float32())})
         if signal_histograms(sizes, {"duplicate_cluster_size": None}, out_dir / "report.png", title="dedup"):
             side["report.png"] = out_dir / "report.png"
-    stats = _sum_stats([s["stats"] for s in shards])
+    stats = sum_stats([s["stats"] for s in shards])
     stats["fault_messages"] = [m for s in shards for m in s.get("fault_messages", [])][:100]
     stats["extra"].update(duplicate_clusters=len(cluster_sizes), against_documents=against_documents)
     stats["shards"] = {"total": len(shards), "computed": len(shards) - reused, "reused": reused}
