@@ -27,19 +27,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from model.export import llama_model  # noqa: E402
 from model.gpt import GPT, config_from_preset  # noqa: E402
-
-
-def llama_like(model: GPT):
-    """transformers' Llama with the same sizes and our weights (export is a rename)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(**model.config.llama_config_kwargs())
-    config._attn_implementation = "sdpa"
-    llama = LlamaForCausalLM(config)
-    state = {(k if k.startswith("lm_head.") else f"model.{k}"): v for k, v in model.state_dict().items()}
-    llama.load_state_dict(state, strict=False)
-    return llama
 
 
 def llama_groups(llama, weight_decay: float) -> list[dict]:
@@ -91,8 +80,7 @@ def main() -> None:
     seq_len = args.seq_len or config.block_size
     torch.manual_seed(0)
     ours = GPT(config).train()
-    llama = llama_like(ours).train()
-    models = {"ours": ours, "transformers Llama (sdpa)": llama}
+    llama = llama_model(ours).train()
     steppers = {
         "ours": make_stepper("ours", ours, torch.optim.AdamW(ours.optimizer_groups(0.1), lr=1e-3)),
         "transformers Llama (sdpa)": make_stepper(

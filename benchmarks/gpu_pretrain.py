@@ -28,20 +28,9 @@ from pathlib import Path
 
 import torch
 
+from model.export import llama_model
 from model.gpt import GPT, config_from_preset
 from model.mfu import peak_flops
-
-
-def llama_like(model: GPT):
-    """transformers' Llama with the same sizes and our weights (export is a rename)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(**model.config.llama_config_kwargs())
-    config._attn_implementation = "sdpa"
-    llama = LlamaForCausalLM(config)
-    state = {(k if k.startswith("lm_head.") else f"model.{k}"): v for k, v in model.state_dict().items()}
-    llama.load_state_dict(state, strict=False)
-    return llama
 
 
 def param_groups(named_params, embedding, weight_decay: float) -> list[dict]:
@@ -60,7 +49,7 @@ def run_one(name: str, args, config, device: torch.device) -> dict:
         model = ours
         groups = ours.optimizer_groups(0.1)
     else:
-        model = llama_like(ours)
+        model = llama_model(ours)
         groups = param_groups(model.named_parameters(), model.model.embed_tokens.weight, 0.1)
     flops_per_token = ours.flops_per_token(args.seq_len)
     n_params = ours.num_params()

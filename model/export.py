@@ -61,13 +61,27 @@ def llama_config(config, eot_id: int, pad_id: int | None, dtype: str = "float32"
     }
 
 
+def hf_name(name: str) -> str:
+    """Our parameter name → transformers' Llama name: the `model.` prefix, except the LM head."""
+    return name if name.startswith("lm_head.") else f"model.{name}"
+
+
 def hf_state_dict(model, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
     """Our state_dict under transformers' names (lm_head stays; tied models have none)."""
-    out = {}
-    for name, tensor in model.state_dict().items():
-        hf_name = name if name.startswith("lm_head.") else f"model.{name}"
-        out[hf_name] = tensor.detach().to("cpu", dtype).contiguous().clone()
-    return out
+    return {hf_name(name): tensor.detach().to("cpu", dtype).contiguous().clone()
+            for name, tensor in model.state_dict().items()}
+
+
+def llama_model(model, attn_implementation: str = "sdpa"):
+    """transformers' LlamaForCausalLM with this model's sizes and (shared) weights, in memory: the
+    reference the benchmarks time ours against. Tied models have no lm_head to load."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(**model.config.llama_config_kwargs())
+    config._attn_implementation = attn_implementation
+    llama = LlamaForCausalLM(config)
+    llama.load_state_dict({hf_name(k): v for k, v in model.state_dict().items()}, strict=False)
+    return llama
 
 
 def export_hf(model, tokenizer_path: str | Path, output: str | Path, dtype: str = "float32",

@@ -7,7 +7,6 @@ import contextvars
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.ui import wait_healthy
+from flows.ui import stop_server, wait_healthy
 from storage.keys import file_digest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,16 +27,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +61,8 @@ def served(tmp_path_factory, sample_warcs):
     finally:
         os.environ.pop("PREFECT_API_URL", None)
         if serve is not None:
-            _stop(serve)
-        _stop(server)
+            stop_server(serve)
+        stop_server(server)
         server_log.close()
         serve_log.close()
 

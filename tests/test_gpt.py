@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from model.export import hf_name
 from model.gpt import GPT, PRESETS, GPTConfig, apply_rope, config_from_preset, rope_tables
 
 VOCAB = 300
@@ -71,7 +72,7 @@ def to_llama(model: GPT, attn_implementation: str):
     config._attn_implementation = attn_implementation
     llama = LlamaForCausalLM(config).eval()
     # Export is a rename: our names are Llama's without the `model.` prefix.
-    state = {(k if k.startswith("lm_head.") else f"model.{k}"): v for k, v in model.state_dict().items()}
+    state = {hf_name(k): v for k, v in model.state_dict().items()}
     missing, unexpected = llama.load_state_dict(state, strict=False)
     assert not unexpected
     if model.config.tie_embeddings:
