@@ -81,17 +81,11 @@ def _print_summary(result) -> None:
         line += "; dropped " + ", ".join(f"{k}={v}" for k, v in stats["dropped"].items())
     if stats.get("faults"):
         line += "; faults " + ", ".join(f"{k}={v}" for k, v in stats["faults"].items())
-    if "splits" in stats:  # tokenize
-        line += "; tokens " + ", ".join(f"{split} {v['tokens']:,}" for split, v in stats["splits"].items())
-        line += f" ({stats['tokens_per_byte']} per byte)"
-    if "bytes_per_token" in stats:  # train-tokenizer
-        line += f"; vocab {stats['extra']['vocab_size']}, bytes/token " + \
-            ", ".join(f"{k} {v}" for k, v in list(stats["bytes_per_token"].items())[:8])
     if "shards" in stats:
         line += f"; shards computed {stats['shards']['computed']}, reused {stats['shards']['reused']}"
     typer.echo(line, err=True)
-    for extra_line in stats.get("summary_lines", []):  # pretrain: first/last/val loss, unigram entropy
-        typer.echo(extra_line, err=True)
+    for extra_line in _result_lines(result.manifest["stage"], stats, result.path):
+        typer.echo(f"  {extra_line}", err=True)
 
 
 for _name in STAGE_MODULES:
