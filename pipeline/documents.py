@@ -321,13 +321,14 @@ def parquet_rows(path: Path) -> int | None:
 
 
 def read_documents(path: Path, on_bad: Callable[[str, str], None], batch_rows: int = READ_BATCH_ROWS,
-                   require: str = "text") -> Iterator[dict]:
+                   require: str = "text", columns: Sequence[str] | None = None) -> Iterator[dict]:
     """Rows of a Parquet, JSONL or JSON file as dicts, with the `require`d column (`text`) present.
 
+    `columns`: read only these from Parquet (those that exist; the others are not decoded at all).
     A file that cannot be read at all raises ShardError; a bad JSONL line or a row whose text is
     not a string is reported through `on_bad(reason, message)` and skipped."""
     if has_suffix(path, (".parquet",)):
-        yield from _read_parquet(path, on_bad, batch_rows, require)
+        yield from _read_parquet(path, on_bad, batch_rows, require, columns)
     elif has_suffix(path, (".jsonl", ".jsonl.gz")):
         yield from _read_jsonl(path, on_bad, require)
     elif has_suffix(path, (".json",)):
@@ -341,7 +342,7 @@ def read_documents(path: Path, on_bad: Callable[[str, str], None], batch_rows: i
         end_of_file(path.name)
 
 
-def _read_parquet(path: Path, on_bad, batch_rows: int, require: str) -> Iterator[dict]:
+def _read_parquet(path: Path, on_bad, batch_rows: int, require: str, columns: Sequence[str] | None = None) -> Iterator[dict]:
     try:
         parquet = pq.ParquetFile(path)
     except Exception as exc:
@@ -355,7 +356,8 @@ def _read_parquet(path: Path, on_bad, batch_rows: int, require: str) -> Iterator
     make_id = "id" not in names
     row = 0
     try:
-        for batch in parquet.iter_batches(batch_size=batch_rows):
+        wanted = None if columns is None else [c for c in names if c in columns or c == require]
+        for batch in parquet.iter_batches(batch_size=batch_rows, columns=wanted):
             for doc in batch.to_pylist():
                 if make_id:
                     doc["id"] = f"{path.stem}:{row}"

@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Iterator
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import xxhash
 
-from pipeline.documents import has_suffix, read_documents, stage_inputs
-from pipeline.errors import ShardError, StageError
+from pipeline.documents import read_documents, stage_inputs
+from pipeline.errors import StageError
 from pipeline.knobs import knob
 from pipeline.stage import ShardContext, ShardStage
 from pipeline.tokenizer import END_OF_TEXT
@@ -101,27 +100,9 @@ def is_validation(doc_id: str, val_fraction: float) -> bool:
 
 
 def read_text_shard(path: Path, config: TokenizeConfig, ctx: ShardContext) -> Iterator[dict]:
-    """Only the columns that are kept: skips the quality signals and anything else beside the text."""
-    if not has_suffix(path, (".parquet",)):
-        yield from read_documents(path, ctx.fault)
-        return
-    try:
-        parquet = pq.ParquetFile(path)
-    except Exception as exc:  # noqa: BLE001
-        raise ShardError("unreadable_parquet", f"{path.name}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
-    names = parquet.schema_arrow.names
-    if "text" not in names:
-        raise ShardError("no_text_column", f"{path.name}: has no 'text' column (columns: {', '.join(names)})")
-    row = 0
-    for batch in parquet.iter_batches(batch_size=ROW_GROUP_DOCS, columns=[c for c in READ_COLUMNS if c in names]):
-        for doc in batch.to_pylist():
-            if "id" not in doc:
-                doc["id"] = f"{path.stem}:{row}"
-            row += 1
-            if isinstance(doc.get("text"), str):
-                yield doc
-            else:
-                ctx.fault("text_not_string", f"{path.name}: row {row - 1} has a 'text' that is not a string")
+    """Only the columns that are kept: the quality signals and anything else beside the text are
+    never decoded."""
+    return read_documents(path, ctx.fault, batch_rows=ROW_GROUP_DOCS, columns=READ_COLUMNS)
 
 
 def tokenize_documents(docs: Iterator[dict], config: TokenizeConfig, ctx: ShardContext) -> Iterator[dict]:
