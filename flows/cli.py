@@ -250,7 +250,8 @@ def update_tokens_command(
     typer.echo(str(results["tokenize"].path))
 
 
-import flows.cli_flow  # noqa: E402,F401 - registers `ui` and `report`
+from flows.cli_flow import register as _register_flow_commands  # noqa: E402 - ui, report, knobs
+_register_flow_commands(app)
 
 
 def _sample_crawl_command():

@@ -1,6 +1,8 @@
-"""The README's knob reference, generated from the config dataclasses (`python -m flows.knob_docs`).
+"""docs/knobs.md, the knob reference, generated from the config dataclasses.
 
-A test checks the README's copy is current, so the knobs stay documented in exactly one place."""
+Regenerate it with `scratchlm knobs --write docs/knobs.md` (or `python -m flows.knob_docs`) after
+adding a stage or a knob; a test checks the committed file is current, so the knobs stay
+documented in exactly one place: their `knob(default, help)` definitions."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,7 +13,18 @@ from pipeline.knobs import help_of
 from pipeline.runner import RunOptions
 from pipeline.stages import STAGE_MODULES, get_stage
 
-START, END = "<!-- knobs:start -->", "<!-- knobs:end -->"
+KNOBS_FILE = Path(__file__).resolve().parent.parent / "docs" / "knobs.md"
+REGENERATE = "scratchlm knobs --write docs/knobs.md"
+
+HEADER = f"""# Knob reference
+
+<!-- Generated from the config dataclasses; do not edit by hand. Regenerate: {REGENERATE} -->
+
+Every knob of every stage, as `scratchlm stage NAME --knob-name VALUE`, as `scratchlm run --set
+stage.knob_name=VALUE`, and as a field of the stage's form in the Prefect UI. Knobs marked *not in
+the artifact key* change how a stage runs, not what it writes, so changing one reuses the cached
+artifact.
+"""
 
 
 def knob_table(config_cls: type) -> str:
@@ -25,24 +38,24 @@ def knob_table(config_cls: type) -> str:
 
 
 def knob_reference() -> str:
-    parts = [START, "", "Every stage also takes the run options:", "", knob_table(RunOptions), ""]
+    """The whole of docs/knobs.md."""
+    parts = [HEADER, "Every stage also takes the run options:", "", knob_table(RunOptions), ""]
     for name in STAGE_MODULES:
         stage = get_stage(name)
-        parts += [f"#### `{name}`", "", stage.description, "", knob_table(stage.config_cls), ""]
-    parts.append(END)
+        parts += [f"## `{name}`", "", stage.description, "", knob_table(stage.config_cls), ""]
     return "\n".join(parts)
 
 
-def update_readme(readme: Path) -> bool:
-    text = readme.read_text()
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    new = head + knob_reference() + tail
-    changed = new != text
-    readme.write_text(new)
-    return changed
+def write_knob_reference(path: Path = KNOBS_FILE) -> bool:
+    """Write the reference to `path`; True when the file changed."""
+    new = knob_reference()
+    old = path.read_text() if path.exists() else None
+    if new != old:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(new)
+    return new != old
 
 
 if __name__ == "__main__":
-    readme = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
-    print("updated" if update_readme(readme) else "already current", readme)
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else KNOBS_FILE
+    print("updated" if write_knob_reference(target) else "already current", target)

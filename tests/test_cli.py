@@ -1,4 +1,5 @@
 """The `scratchlm` command line as a user runs it: a real process, real sample crawl."""
+import dataclasses
 import json
 import os
 import signal
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+
+from pipeline.stages import STAGE_MODULES, get_stage
 
 SCRATCHLM = [sys.executable, "-m", "flows.cli"]
 REPO = Path(__file__).resolve().parent.parent
@@ -100,12 +103,26 @@ def test_killed_mid_run_leaves_nothing_that_looks_complete(tmp_path, sample_warc
         assert (rerun / name).read_bytes() == (reference / name).read_bytes()
 
 
-def test_readme_knob_reference_is_generated_from_the_dataclasses():
-    from flows.knob_docs import END, START, knob_reference
+def test_knob_reference_in_docs_is_generated_from_the_dataclasses():
+    from flows.knob_docs import REGENERATE, knob_reference
 
-    readme = (REPO / "README.md").read_text()
-    current = readme[readme.index(START): readme.index(END) + len(END)]
-    assert current == knob_reference(), "run: .venv/bin/python -m flows.knob_docs README.md"
+    committed = (REPO / "docs" / "knobs.md").read_text()
+    assert committed == knob_reference(), f"docs/knobs.md is stale; run: .venv/bin/{REGENERATE}"
+    for name in STAGE_MODULES:  # every stage and every knob is in it
+        assert f"## `{name}`" in committed
+        for field in dataclasses.fields(get_stage(name).config_cls):
+            assert f"`--{field.name.replace('_', '-')}`" in committed
+
+
+def test_knobs_command_writes_the_reference_and_says_whether_it_changed(tmp_path):
+    from flows.knob_docs import knob_reference
+
+    target = tmp_path / "knobs.md"
+    first = scratchlm("knobs", "--write", target, store=tmp_path / "s")
+    assert "updated" in first.stderr and target.read_text() == knob_reference()
+    second = scratchlm("knobs", "--write", target, store=tmp_path / "s")
+    assert "already current" in second.stderr
+    assert scratchlm("knobs", store=tmp_path / "s").stdout == knob_reference()
 
 
 def test_run_command_starts_its_own_prefect_server_when_none_is_given(tmp_path, sample_warcs):

@@ -95,6 +95,19 @@ def test_parts_open_in_pandas_and_duckdb_without_our_code(corpus):
     assert tokens == corpus["result"].manifest["stats"]["splits"]["train"]["tokens"]
 
 
+
+def test_parts_load_with_datasets_as_the_docs_show(corpus, tmp_path, monkeypatch):
+    """docs/design.md's `load_dataset("parquet", data_files=".../part-*.parquet")` line, run."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the parquet builder ships with datasets: nothing to fetch
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    from datasets import load_dataset
+
+    folder = corpus["result"].path
+    dataset = load_dataset("parquet", data_files=f"{folder}/part-*.parquet", cache_dir=str(tmp_path / "hf-cache"))["train"]
+    assert dataset.num_rows == sum(s["docs"] for s in corpus["result"].manifest["stats"]["splits"].values())
+    assert dataset[0]["id"] == "doc-0"
+    assert dataset[0]["tokens"] == corpus["tokenizer"].encode(corpus["table"]["text"][0].as_py()).ids
+
 def test_the_tokenizer_content_not_its_path_is_in_the_key(corpus, tmp_path):
     root, store = corpus["root"], ArtifactStore(corpus["root"] / "store")
     copy = tmp_path / "elsewhere.json"
