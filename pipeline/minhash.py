@@ -30,12 +30,21 @@ from __future__ import annotations
 import re
 import unicodedata
 from itertools import groupby
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import Iterator, Protocol, Sequence
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from pipeline.dedup import DedupConfig
+
+class SketchKnobs(Protocol):
+    """The knobs signatures depend on. `pipeline.dedup.DedupConfig` has them; naming them here
+    instead of importing it keeps this module below dedup.py (no import circle)."""
+
+    num_perm: int
+    seed: int
+    ngram: int
+    char_ngram: int
+    batch_chars: int
+    batch_shingles: int
 
 SCHEME = "affine32"  # datasketch's name for the permutation family used here
 EMPTY_VALUE = np.uint32(0xFFFFFFFF)  # a slot no shingle has lowered (datasketch's initial value)
@@ -90,7 +99,7 @@ def tokens_of(normalized: str) -> list[str]:
     return ["".join(run) for is_word, run in groupby(normalized, key=is_word_char) if is_word]
 
 
-def shingles(text: str, language: str | None, config: DedupConfig) -> list[str]:
+def shingles(text: str, language: str | None, config: SketchKnobs) -> list[str]:
     """The shingles of one document as strings. The reference the vectorised code must match;
     tests measure exact Jaccard with it and the benchmark feeds it to datasketch."""
     normalized = normalize_text(text)
@@ -282,7 +291,7 @@ def _batches_by_chars(rows: np.ndarray, texts: Sequence[str], batch_chars: int) 
         yield rows[lo:]
 
 
-def signatures_of_normalized(normalized: Sequence[str], char_modes: np.ndarray, config: DedupConfig) -> np.ndarray:
+def signatures_of_normalized(normalized: Sequence[str], char_modes: np.ndarray, config: SketchKnobs) -> np.ndarray:
     """Signatures (n, num_perm) of texts already passed through `normalize_text`, with their
     shingling mode. A document without shingles keeps the all-EMPTY_VALUE row."""
     a, b = permutations(config.num_perm, config.seed)
@@ -300,7 +309,7 @@ def signatures_of_normalized(normalized: Sequence[str], char_modes: np.ndarray, 
     return signatures
 
 
-def compute_signatures(texts: Sequence[str], languages: Sequence[str | None] | None, config: DedupConfig
+def compute_signatures(texts: Sequence[str], languages: Sequence[str | None] | None, config: SketchKnobs
                        ) -> np.ndarray:
     """MinHash signatures, uint32 array (len(texts), config.num_perm). `languages` may be None or
     hold None entries; the script then decides between word and character shingles."""
