@@ -1,14 +1,27 @@
 """Benchmark files in the formats people already have, and a benchmark made from our own crawl.
 
 Multiple choice (scored by the log-likelihood of each continuation given the context):
-- HellaSwag-style: `ctx`, `endings` (list), `label` (index; int or "2")
-- ARC-style: `question`, `choices` {`text`: [...], `label`: [...]}, `answerKey` (one of the labels)
-- PIQA-style: `goal`, `sol1`, `sol2`, `label` (0 or 1)
-Cloze (LAMBADA-style): `text` (the last word is the target) or `context` + `target`.
+- HellaSwag: the published fields `activity_label`, `ctx_a`, `ctx_b`, `endings`, `label` are read as
+  lm-eval's `hellaswag` task does (lm_eval/tasks/hellaswag/utils.py): the prompt is
+  activity_label + ": " + ctx_a + " " + ctx_b.capitalize(), and prompt and endings lose the WikiHow
+  markers ("[title]" becomes ". ", any other "[...]" goes, double spaces become one). A record with
+  only `ctx`, `endings`, `label` (the crawl-made task) is scored on `ctx` as written.
+- MMLU: `question`, `subject`, `choices` (a list of 4), `answer` (index): lm-eval's `mmlu` prompt,
+  "The following are multiple choice questions (with answers) about {subject}.\n\n" (underscores
+  of the subject as spaces), the question, "A. ..." to "D. ..." lines and "Answer:"; the choices
+  scored are " A" ... " D". acc per subject, macro (mean of subjects) and micro (all items) averages.
+- ARC: `question`, `choices` {`text`: [...], `label`: [...]}, `answerKey` (one of the labels)
+- PIQA: `goal`, `sol1`, `sol2`, `label` (0 or 1)
+Cloze (LAMBADA): `text` (the last word is the target) or `context` + `target`.
 
-Prompts are lm-evaluation-harness's for the same tasks (hellaswag uses `ctx` as is; ARC and PIQA
-"Question: ...\\nAnswer:"), and every choice is preceded by its target delimiter " ", so our
-scores and lm-eval's on the same file are the same numbers (benchmarks/lm_eval_parity.py).
+ARC and PIQA prompt "Question: ...\nAnswer:", and every choice is preceded by the target delimiter
+" ", as in lm-eval's task YAMLs, so our scores and lm-eval's own tasks on the same file are the same
+numbers (benchmarks/lm_eval_parity.py).
+
+Each item also carries `text`: the words a training set would have to contain for the item to be
+contaminated (question or context and the right answer; for LAMBADA the whole passage), which
+pipeline/decontaminate.py checks. A Benchmark has the sha256 of its file, so a score names the
+exact file it was made on.
 
 A bad file raises BenchmarkError with one line naming the file and the line: not JSON, a missing
 field, a label out of range, an empty file.
@@ -20,11 +33,13 @@ import io
 import json
 import random
 import re
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-FORMATS = ("hellaswag", "arc", "piqa", "lambada")
+FORMATS = ("hellaswag", "mmlu", "arc", "piqa", "lambada")
+MMLU_LETTERS = ("A", "B", "C", "D")
 TARGET_DELIMITER = " "  # lm-eval's default between a multiple-choice context and each choice
 
 
@@ -37,12 +52,23 @@ class ChoiceItem:
     context: str
     choices: list[str]  # as written in the file; scored as TARGET_DELIMITER + choice
     label: int
+    subject: str = ""   # MMLU's subject: acc is also reported per subject
+    text: str = field(default="", compare=False)  # checked for contamination [default: context + right choice]
+
+    def __post_init__(self):
+        if not self.text:
+            self.text = f"{self.context} {self.choices[self.label]}"
 
 
 @dataclass
 class ClozeItem:
     context: str
     target: str  # scored as the continuation of context, e.g. " word"
+    text: str = field(default="", compare=False)
+
+    def __post_init__(self):
+        if not self.text:
+            self.text = self.context + self.target
 
 
 @dataclass
@@ -51,6 +77,7 @@ class Benchmark:
     path: Path
     format: str
     items: list
+    sha256: str = ""  # of the file's bytes: which file a score was made on
 
     @property
     def kind(self) -> str:
@@ -99,8 +126,10 @@ def read_records(path: Path) -> Iterator[tuple[int, object]]:
 
 def detect_format(record: dict) -> str | None:
     keys = set(record)
-    if {"ctx", "endings"} <= keys:
+    if {"ctx", "endings"} <= keys or {"ctx_a", "ctx_b", "endings"} <= keys:
         return "hellaswag"
+    if {"question", "choices", "answer"} <= keys and isinstance(record.get("choices"), list):
+        return "mmlu"
     if {"question", "choices", "answerKey"} <= keys:
         return "arc"
     if {"goal", "sol1", "sol2"} <= keys:
@@ -127,14 +156,23 @@ def read_benchmark(path: str | Path, format: str = "auto", limit: int = 0) -> Be
             chosen = detect_format(record)
             if chosen is None:
                 raise BenchmarkError(f"{where}: cannot tell the format from the fields ({', '.join(sorted(record)) or 'none'}); "
-                                     "expected HellaSwag (ctx, endings, label), ARC (question, choices, answerKey), "
+                                     "expected HellaSwag (ctx or activity_label/ctx_a/ctx_b, endings, label), MMLU "
+                                     "(question, subject, choices, answer), ARC (question, choices, answerKey), "
                                      "PIQA (goal, sol1, sol2, label) or LAMBADA (text, or context and target)")
         items.append(_PARSERS[chosen](record, where))
         if limit and len(items) >= limit:
             break
     if not items:
         raise BenchmarkError(f"{path}: empty file (no benchmark items)")
-    return Benchmark(name=_benchmark_name(path), path=path, format=chosen, items=items)
+    return Benchmark(name=_benchmark_name(path), path=path, format=chosen, items=items, sha256=file_sha256(path))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _benchmark_name(path: Path) -> str:
@@ -179,10 +217,44 @@ def _index_label(record: dict, where: str, n_choices: int) -> int:
     return value
 
 
+def hellaswag_preprocess(text: str) -> str:
+    """lm-eval's hellaswag `preprocess`: the brackets are WikiHow artifacts."""
+    text = text.strip().replace(" [title]", ". ")
+    text = re.sub(r"\[.*?\]", "", text)
+    return text.replace("  ", " ")
+
+
 def _hellaswag(record: dict, where: str) -> ChoiceItem:
-    context = _field(record, "ctx", where)
     endings = _string_list(record, "endings", where)
-    return ChoiceItem(context, endings, _index_label(record, where, len(endings)))
+    label = _index_label(record, where, len(endings))
+    if {"activity_label", "ctx_a", "ctx_b"} <= set(record):  # the published fields: lm-eval's process_docs
+        ctx = _field(record, "ctx_a", where) + " " + _field(record, "ctx_b", where).capitalize()
+        query = hellaswag_preprocess(_field(record, "activity_label", where) + ": " + ctx)
+        endings = [hellaswag_preprocess(e) for e in endings]
+        return ChoiceItem(query, endings, label, text=f"{ctx} {endings[label]}")
+    return ChoiceItem(_field(record, "ctx", where), endings, label)
+
+
+def mmlu_description(subject: str) -> str:
+    """lm-eval's per-subject description of its `mmlu` tasks (lm_eval/tasks/mmlu/_generate_configs.py)."""
+    return f"The following are multiple choice questions (with answers) about {' '.join(subject.split('_'))}.\n\n"
+
+
+def _mmlu(record: dict, where: str) -> ChoiceItem:
+    question = _field(record, "question", where)
+    subject = _field(record, "subject", where)
+    choices = _field(record, "choices", where, list)
+    if len(choices) != len(MMLU_LETTERS) or not all(isinstance(c, str) for c in choices):
+        raise BenchmarkError(f"{where}: field 'choices' must be a list of {len(MMLU_LETTERS)} strings (MMLU's A-D), "
+                             f"has {len(choices)} entries")
+    answer = _field(record, "answer", where, (int, str))
+    if isinstance(answer, str):  # "B" or "1"
+        answer = MMLU_LETTERS.index(answer) if answer in MMLU_LETTERS else int(answer) if answer.isdigit() else -1
+    if not 0 <= answer < len(choices):
+        raise BenchmarkError(f"{where}: answer {record['answer']!r} is not a choice (0..3 or A..D)")
+    prompt = question.strip() + "".join(f"\n{letter}. {c}" for letter, c in zip(MMLU_LETTERS, choices)) + "\nAnswer:"
+    return ChoiceItem(mmlu_description(subject) + prompt, list(MMLU_LETTERS), answer, subject=subject,
+                      text=f"{question} {choices[answer]}")
 
 
 def _arc(record: dict, where: str) -> ChoiceItem:
@@ -197,7 +269,8 @@ def _arc(record: dict, where: str) -> ChoiceItem:
     answer = str(_field(record, "answerKey", where, (str, int)))
     if answer not in labels:
         raise BenchmarkError(f"{where}: answerKey {answer!r} is not one of the choice labels {labels}")
-    return ChoiceItem(f"Question: {question}\nAnswer:", texts, labels.index(answer))
+    return ChoiceItem(f"Question: {question}\nAnswer:", texts, labels.index(answer),
+                      text=f"{question} {texts[labels.index(answer)]}")
 
 
 def _piqa(record: dict, where: str) -> ChoiceItem:
@@ -205,7 +278,8 @@ def _piqa(record: dict, where: str) -> ChoiceItem:
     solutions = [_field(record, "sol1", where), _field(record, "sol2", where)]
     if not all(s.strip() for s in solutions):
         raise BenchmarkError(f"{where}: field '{'sol1' if not solutions[0].strip() else 'sol2'}' is empty")
-    return ChoiceItem(f"Question: {goal}\nAnswer:", solutions, _index_label(record, where, 2))
+    label = _index_label(record, where, 2)
+    return ChoiceItem(f"Question: {goal}\nAnswer:", solutions, label, text=f"{goal} {solutions[label]}")
 
 
 def _lambada(record: dict, where: str) -> ClozeItem:
@@ -223,7 +297,7 @@ def _lambada(record: dict, where: str) -> ClozeItem:
     return ClozeItem(context, " " + last)
 
 
-_PARSERS = {"hellaswag": _hellaswag, "arc": _arc, "piqa": _piqa, "lambada": _lambada}
+_PARSERS = {"hellaswag": _hellaswag, "mmlu": _mmlu, "arc": _arc, "piqa": _piqa, "lambada": _lambada}
 
 
 def _first_line(exc: BaseException) -> str:
@@ -300,13 +374,14 @@ def _other_endings(candidates, doc_id: str, ending: str, n: int, rng: random.Ran
     return wrong + rng.sample(pool, n - len(wrong))
 
 
-def read_held_out_documents(inputs: Sequence[str | Path], split: str = "val",
+def read_held_out_documents(inputs: Sequence[str | Path], split: str | None = "val",
                             language: str | None = None) -> Iterator[tuple[str, str]]:
     """(id, text) of documents to make a benchmark from, in a fixed order.
 
     A token artifact (a folder with tokenizer.json and Parquet parts with `tokens` and `split`)
-    gives its `split` documents, decoded; JSONL/Parquet with a `text` column gives every row
-    (hold them out of training yourself). `language` keeps rows whose `language` column matches."""
+    gives its `split` documents (every document if split is None), decoded; JSONL/Parquet with a
+    `text` column gives every row (hold them out of training yourself). `language` keeps rows
+    whose `language` column matches."""
     for item in inputs:
         path = Path(item)
         if path.is_dir():
@@ -341,7 +416,8 @@ def _documents_of(path: Path, tokenizer_file: Path, split: str, language: str | 
             columns = [c for c in ("id", "tokens", "split", "language") if c in names]
             for batch in parquet.iter_batches(columns=columns, batch_size=1024):
                 for row in batch.to_pylist():
-                    if row.get("split", split) != split or (language and row.get("language") != language):
+                    if (split is not None and row.get("split", split) != split) or \
+                            (language and row.get("language") != language):
                         continue
                     yield str(row.get("id")), tokenizer.decode(row["tokens"])
             return

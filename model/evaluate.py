@@ -28,6 +28,7 @@ split's text is counted; windows of block_size tokens, not overlapping.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import sys
 from dataclasses import dataclass
@@ -39,8 +40,8 @@ import torch
 import torch.nn.functional as F
 
 from model.benchmarks import TARGET_DELIMITER, Benchmark, ChoiceItem, ClozeItem
+from model.data import EOT_TOKEN
 
-EOT_TOKEN = "<|endoftext|>"
 Request = tuple[list[int], list[int]]  # (context tokens, continuation tokens)
 
 
@@ -65,26 +66,12 @@ def encode_pair(tokenizer, context: str, continuation: str, prefix_id: int) -> R
 
 # ------------------------------------------------------------------------------------- scoring
 
-def final_hidden(model, idx: torch.Tensor) -> torch.Tensor:
-    """The model's last hidden states (after the final norm), i.e. forward() without the LM head."""
-    T = idx.size(1)
-    cos, sin = model.rope_cos[:T], model.rope_sin[:T]
-    x = model.embed_tokens(idx)
-    for i, block in enumerate(model.layers):
-        x = block(x, cos, sin, None, i)
-    return model.norm(x)
-
-
-def head_weight(model) -> torch.Tensor:
-    return model.embed_tokens.weight if model.lm_head is None else model.lm_head.weight
-
-
 @torch.inference_mode()
 def loglikelihoods(model, requests: Sequence[Request], batch_size: int = 32, pad_id: int = 0,
                    progress: Callable[[int], None] | None = None) -> list[tuple[float, bool]]:
     """(sum of log-probabilities of the continuation, all its tokens greedy) for each request."""
     model.eval()
-    device = head_weight(model).device
+    device = model.head_weight().device
     max_len = model.config.block_size
     prepared = []  # (input tokens, number of continuation tokens, continuation tokens)
     for context, continuation in requests:
@@ -95,7 +82,7 @@ def loglikelihoods(model, requests: Sequence[Request], batch_size: int = 32, pad
         prepared.append((whole[:-1], n_cont, whole[-n_cont:]))
     order = sorted(range(len(prepared)), key=lambda i: (-len(prepared[i][0]), i))
     results: list[tuple[float, bool] | None] = [None] * len(prepared)
-    weight = head_weight(model)
+    weight = model.head_weight()
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
         width = len(prepared[batch[0]][0])  # the longest of the batch: sorted longest first
@@ -107,7 +94,7 @@ def loglikelihoods(model, requests: Sequence[Request], batch_size: int = 32, pad
             rows.extend([row] * n_cont)
             positions.extend(range(len(inputs) - n_cont, len(inputs)))
             targets.extend(cont)
-        hidden = final_hidden(model, idx.to(device))
+        hidden = model.hidden_states(idx.to(device))
         picked = hidden[torch.tensor(rows, device=device), torch.tensor(positions, device=device)]  # (Σ n_cont, n_embd)
         logprobs = F.log_softmax(F.linear(picked, weight).float(), dim=-1)
         target = torch.tensor(targets, device=device)
@@ -143,7 +130,7 @@ def score_multiple_choice(model, tokenizer, items: Sequence[ChoiceItem], batch_s
     requests = [encode_pair(tokenizer, item.context, TARGET_DELIMITER + choice, prefix_id)
                 for item in items for choice in item.choices]
     scores = loglikelihoods(model, requests, batch_size, pad_id=prefix_id, progress=progress)
-    acc, acc_norm, acc_bytes, per_item = [], [], [], []
+    per_item = []
     at = 0
     for item in items:
         lls = np.array([s for s, _ in scores[at:at + len(item.choices)]])
@@ -151,16 +138,30 @@ def score_multiple_choice(model, tokenizer, items: Sequence[ChoiceItem], batch_s
         chars = np.array([float(len(c)) for c in item.choices])
         nbytes = np.array([float(len(c.encode("utf-8"))) for c in item.choices])
         pred, pred_norm, pred_bytes = (int(np.argmax(lls)), int(np.argmax(lls / chars)), int(np.argmax(lls / nbytes)))
-        acc.append(float(pred == item.label))
-        acc_norm.append(float(pred_norm == item.label))
-        acc_bytes.append(float(pred_bytes == item.label))
-        per_item.append({"loglikelihoods": lls.tolist(), "pred": pred, "pred_norm": pred_norm, "label": item.label})
-    chance = float(np.mean([1.0 / len(item.choices) for item in items]))
-    metrics = {"items": len(items), "acc": float(np.mean(acc)), "acc_stderr": mean_stderr(acc),
-               "acc_norm": float(np.mean(acc_norm)), "acc_norm_stderr": mean_stderr(acc_norm),
-               "acc_bytes": float(np.mean(acc_bytes)), "acc_bytes_stderr": mean_stderr(acc_bytes),
-               "chance": chance}
-    return BenchmarkResult(metrics, per_item)
+        per_item.append({"loglikelihoods": lls.tolist(), "pred": pred, "pred_norm": pred_norm, "pred_bytes": pred_bytes,
+                         "label": item.label, "choices": len(item.choices), "subject": item.subject})
+    return BenchmarkResult(choice_metrics(per_item), per_item)
+
+
+def choice_metrics(per_item: Sequence[dict]) -> dict:
+    """acc, acc_norm, acc_bytes with standard errors over items; with subjects (MMLU), acc per
+    subject and its macro average (mean of the subjects) beside the micro one (acc: all items)."""
+    outcome = lambda key: [float(r[key] == r["label"]) for r in per_item]  # noqa: E731
+    acc, acc_norm, acc_bytes = outcome("pred"), outcome("pred_norm"), outcome("pred_bytes")
+    metrics = {"items": len(per_item), "acc": _mean(acc), "acc_stderr": mean_stderr(acc),
+               "acc_norm": _mean(acc_norm), "acc_norm_stderr": mean_stderr(acc_norm),
+               "acc_bytes": _mean(acc_bytes), "acc_bytes_stderr": mean_stderr(acc_bytes),
+               "chance": _mean([1.0 / r["choices"] for r in per_item])}
+    subjects = sorted({r["subject"] for r in per_item if r.get("subject")})
+    if subjects:
+        by_subject = {}
+        for subject in subjects:
+            hits = [a for a, r in zip(acc, per_item) if r.get("subject") == subject]
+            by_subject[subject] = {"items": len(hits), "acc": _mean(hits), "acc_stderr": mean_stderr(hits)}
+        metrics["acc_macro"] = _mean([v["acc"] for v in by_subject.values()])
+        metrics["acc_micro"] = metrics["acc"]
+        metrics["subjects"] = by_subject
+    return metrics
 
 
 def score_cloze(model, tokenizer, items: Sequence[ClozeItem], batch_size: int = 32, progress=None) -> BenchmarkResult:
@@ -168,14 +169,25 @@ def score_cloze(model, tokenizer, items: Sequence[ClozeItem], batch_size: int = 
     prefix_id = tokenizer.token_to_id(EOT_TOKEN)
     requests = [encode_pair(tokenizer, item.context, item.target, prefix_id) for item in items]
     scores = loglikelihoods(model, requests, batch_size, pad_id=prefix_id, progress=progress)
-    lls = [s for s, _ in scores]
-    acc = [float(g) for _, g in scores]
-    metrics = {"items": len(items), "acc": float(np.mean(acc)), "acc_stderr": mean_stderr(acc),
-               "perplexity": float(math.exp(-np.mean(lls)))}
-    return BenchmarkResult(metrics, [{"loglikelihood": s, "greedy": g} for s, g in scores])
+    per_item = [{"loglikelihood": s, "greedy": g} for s, g in scores]
+    return BenchmarkResult(cloze_metrics(per_item), per_item)
 
 
-def score_benchmark(model, tokenizer, benchmark: Benchmark, batch_size: int = 32, show_progress: bool = True) -> dict:
+def cloze_metrics(per_item: Sequence[dict]) -> dict:
+    acc = [float(r["greedy"]) for r in per_item]
+    lls = [r["loglikelihood"] for r in per_item]
+    return {"items": len(per_item), "acc": _mean(acc), "acc_stderr": mean_stderr(acc),
+            "perplexity": float(math.exp(-np.mean(lls))) if lls else float("nan")}
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if len(values) else float("nan")
+
+
+def score_benchmark(model, tokenizer, benchmark: Benchmark, batch_size: int = 32, show_progress: bool = True,
+                    contaminated: Sequence[bool] | None = None) -> dict:
+    """The benchmark's metrics, the file it was made on (path, sha256); with `contaminated` (one
+    flag per item) also how many items were flagged and the metrics of the others ("clean")."""
     n_requests = sum(len(i.choices) for i in benchmark.items) if benchmark.kind == "multiple_choice" else len(benchmark.items)
     bar = _bar(n_requests, f"evaluate: {benchmark.name}", "req", show_progress)
     scorer = score_multiple_choice if benchmark.kind == "multiple_choice" else score_cloze
@@ -184,8 +196,17 @@ def score_benchmark(model, tokenizer, benchmark: Benchmark, batch_size: int = 32
     finally:
         if bar:
             bar.close()
-    return {"name": benchmark.name, "path": str(benchmark.path), "format": benchmark.format,
-            "kind": benchmark.kind, **result.metrics}
+    out = {"name": benchmark.name, "path": str(benchmark.path), "sha256": benchmark.sha256, "format": benchmark.format,
+           "kind": benchmark.kind, **result.metrics}
+    if contaminated is not None:
+        if len(contaminated) != len(result.per_item):
+            raise ValueError(f"{len(contaminated)} contamination flags for {len(result.per_item)} items")
+        clean = [r for r, flagged in zip(result.per_item, contaminated) if not flagged]
+        metrics = choice_metrics if benchmark.kind == "multiple_choice" else cloze_metrics
+        out["contamination"] = {"items": int(sum(map(bool, contaminated))), "of": len(contaminated),
+                                "share": float(np.mean(contaminated)) if len(contaminated) else 0.0,
+                                "clean": metrics(clean) if clean else None}
+    return out
 
 
 def _bar(total: int, desc: str, unit: str, show: bool):
@@ -270,7 +291,7 @@ def token_losses(model, tokens: np.ndarray, batch_size: int = 8, progress=None) 
     """Cross-entropy (nats) of every token but the first given the ones before it, in windows of
     block_size (non-overlapping, as the loader packs validation batches)."""
     model.eval()
-    device = head_weight(model).device
+    device = model.head_weight().device
     T = model.config.block_size
     n_targets = len(tokens) - 1
     out = np.zeros(max(n_targets, 0), dtype=np.float64)
@@ -305,25 +326,122 @@ def loss_metrics(target_tokens: np.ndarray, nats: np.ndarray, byte_lengths: np.n
             "tokens": int(len(nats)), "bpb_tokens": int(counted.sum()), "bytes": n_bytes}
 
 
-def evaluate_held_out(model, files: Sequence[Path], tokenizer, split: str = "val", max_tokens: int = 0,
-                      batch_size: int = 8, show_progress: bool = True) -> dict:
-    """Loss, perplexity and bits per byte of the model on a split of token parts, with the unigram
-    baseline (train-split frequencies) on the same tokens beside them."""
+# --------------------------------------------------------------- per document: standard errors
+
+@dataclass
+class DocumentScores:
+    """Sums per document of a scored token stream: the unit the standard errors are over."""
+    nats: np.ndarray        # cross-entropy of all its targets (its separator included)
+    tokens: np.ndarray      # its targets
+    bpb_nats: np.ndarray    # cross-entropy of the targets that stand for bytes (not the separator)
+    bytes: np.ndarray       # UTF-8 bytes of its text
+    texts: list[str]        # its text as scored (decoded), for the digest and decontamination
+
+    def metrics(self, keep: np.ndarray | None = None) -> dict:
+        """loss and bits per byte (totals over the kept documents, as loss_metrics) with their
+        standard errors over documents."""
+        pick = (lambda a: a) if keep is None else (lambda a: a[keep])  # noqa: E731
+        nats, tokens, bpb_nats, nbytes = pick(self.nats), pick(self.tokens), pick(self.bpb_nats), pick(self.bytes)
+        n_tokens, n_bytes = int(tokens.sum()), int(nbytes.sum())
+        loss = float(nats.sum() / n_tokens) if n_tokens else float("nan")
+        return {"documents": int(len(nats)), "loss": loss, "loss_stderr": ratio_stderr(nats, tokens),
+                "perplexity": float(math.exp(loss)) if n_tokens else float("nan"),
+                "bits_per_byte": float(bpb_nats.sum() / math.log(2) / n_bytes) if n_bytes else float("nan"),
+                "bits_per_byte_stderr": ratio_stderr(bpb_nats / math.log(2), nbytes),
+                "tokens": n_tokens, "bytes": n_bytes}
+
+    def sha256(self) -> str:
+        return texts_sha256(self.texts)
+
+
+def texts_sha256(texts: Sequence[str]) -> str:
+    """The digest of a held-out set: its documents' UTF-8 bytes, each followed by a NUL, in order.
+    The same text read from JSONL, Parquet or a token artifact gives the same digest."""
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8"))
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def ratio_stderr(numerator: np.ndarray, denominator: np.ndarray) -> float:
+    """Standard error of sum(numerator) / sum(denominator) with documents as the sampled unit
+    (the delta method for a ratio of means: residuals r_i = x_i - R·y_i,
+    se = sqrt(Σ r_i² / (n (n-1))) / mean(y)). A document's bits are not independent of its
+    length, so the plain stderr of per-document bits per byte would be the wrong one."""
+    n = len(numerator)
+    if n < 2 or denominator.sum() <= 0:
+        return float("nan")
+    x, y = numerator.astype(np.float64), denominator.astype(np.float64)
+    residual = x - (x.sum() / y.sum()) * y
+    return float(math.sqrt((residual ** 2).sum() / (n * (n - 1))) / y.mean())
+
+
+def document_scores(tokens: np.ndarray, nats: np.ndarray, byte_lengths: np.ndarray, eot_id: int,
+                    tokenizer) -> DocumentScores:
+    """Per-document sums of a stream [<|endoftext|>, doc 1, <|endoftext|>, doc 2, ...]: target j
+    belongs to the document it ends or is inside of (a separator to the document before it)."""
+    targets = tokens[1:1 + len(nats)]
+    is_separator = targets == eot_id
+    document = np.cumsum(is_separator) - is_separator
+    n_docs = int(document[-1]) + 1 if len(document) else 0
+    lengths = byte_lengths[targets]
+    sums = lambda w: np.bincount(document, weights=w, minlength=n_docs)  # noqa: E731
+    ends = np.flatnonzero(is_separator)
+    starts = np.concatenate([[0], ends + 1])[:n_docs]
+    stops = np.concatenate([ends, [len(targets)]])[:n_docs]
+    texts = tokenizer.decode_batch([targets[a:b].tolist() for a, b in zip(starts, stops)], skip_special_tokens=False)
+    return DocumentScores(nats=sums(nats), tokens=np.bincount(document, minlength=n_docs).astype(np.int64),
+                          bpb_nats=sums(np.where(lengths > 0, nats, 0.0)), bytes=sums(lengths).astype(np.int64),
+                          texts=texts)
+
+
+def text_stream(tokenizer, texts: Sequence[str]) -> np.ndarray:
+    """Documents as the loader streams them, with one separator in front: the same layout as a split."""
     eot_id = tokenizer.token_to_id(EOT_TOKEN)
-    # a separator first, so the first document is read as every other one (after <|endoftext|>) and
-    # every byte of the split's text is a target
-    tokens = np.concatenate([[eot_id], read_split_tokens(files, split, eot_id, max_tokens)])
-    if len(tokens) < 3:
-        return {"split": split, "tokens": 0, "note": f"no {split} tokens in the input"}
-    byte_lengths = token_byte_lengths(tokenizer)
-    bar = _bar(len(tokens) - 1, f"evaluate: {split} loss", "tok", show_progress)
+    pieces = [np.array([eot_id], np.int64)]
+    for encoding in tokenizer.encode_batch(list(texts), add_special_tokens=False):
+        pieces += [np.asarray(encoding.ids, np.int64), np.array([eot_id], np.int64)]
+    return np.concatenate(pieces)
+
+
+def score_stream(model, tokenizer, tokens: np.ndarray, batch_size: int = 8, show_progress: bool = True,
+                 desc: str = "held-out loss") -> tuple[DocumentScores, np.ndarray]:
+    """Per-document scores of a token stream, and the per-token losses."""
+    bar = _bar(len(tokens) - 1, f"evaluate: {desc}", "tok", show_progress)
     try:
         nats = token_losses(model, tokens, batch_size, progress=bar.update if bar else None)
     finally:
         if bar:
             bar.close()
+    return document_scores(tokens, nats, token_byte_lengths(tokenizer), tokenizer.token_to_id(EOT_TOKEN), tokenizer), nats
+
+
+def evaluate_held_out(model, files: Sequence[Path], tokenizer, split: str = "val", max_tokens: int = 0,
+                      batch_size: int = 8, show_progress: bool = True, texts: Sequence[str] | None = None,
+                      keep_documents: bool = False) -> dict:
+    """Loss, perplexity and bits per byte, with standard errors over documents, of the model on a
+    split of token parts (or on `texts`, tokenized here with the model's tokenizer), and the
+    unigram baseline (train-split frequencies of `files`, when given) on the same tokens. The
+    result names the set: its sha256 (texts_sha256) and document count. keep_documents: the
+    DocumentScores under "_documents" (for scores over a subset)."""
+    eot_id = tokenizer.token_to_id(EOT_TOKEN)
+    if texts is not None:
+        tokens = text_stream(tokenizer, texts)
+    else:  # a separator first, so the first document is read as every other one (after <|endoftext|>)
+        tokens = np.concatenate([[eot_id], read_split_tokens(files, split, eot_id, max_tokens)])
+    if len(tokens) < 3:
+        return {"split": split, "tokens": 0, "note": f"no {split} tokens in the input"}
+    documents, nats = score_stream(model, tokenizer, tokens, batch_size, show_progress,
+                                   f"{split} loss" if texts is None else "held-out loss")
+    if texts is not None:
+        documents.texts = list(texts)  # the digest of the text as given, not as decoded
     targets = tokens[1:]
-    result = {"split": split, **loss_metrics(targets, nats, byte_lengths)}
-    unigram = unigram_logprobs(files, eot_id, tokenizer.get_vocab_size())
-    result["unigram"] = loss_metrics(targets, -unigram[targets], byte_lengths)
+    result = {"split": split, **documents.metrics(), "bpb_tokens": int((token_byte_lengths(tokenizer)[targets] > 0).sum()),
+              "sha256": documents.sha256()}
+    if files:
+        unigram = unigram_logprobs(files, eot_id, tokenizer.get_vocab_size())
+        result["unigram"] = loss_metrics(targets, -unigram[targets], token_byte_lengths(tokenizer))
+    if keep_documents:
+        result["_documents"] = documents
     return result
