@@ -310,6 +310,8 @@ def _expand_multi_value_options(argv: list[str], names=("--input", "-i", "--agai
 
 from flows.cli_model import register as _register_model_commands  # noqa: E402 - generate, export, make-benchmark
 _register_model_commands(app)
+from flows.cli_align import register as _register_align_commands  # noqa: E402 - classify
+_register_align_commands(app)
 
 
 def main() -> None:
