@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 BENCH_VENV ?= .venv-bench
 
-.PHONY: setup demo test bench lm-eval-venv clean
+.PHONY: setup test-servers demo test bench lm-eval-venv clean
 
 # Prefect's temporary server would otherwise phone home on every start.
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
@@ -26,7 +26,22 @@ DEMO_KNOBS := --set langid.languages=all --set train-tokenizer.vocab_size=1024 -
 demo: setup
 	$(VENV)/bin/scratchlm run --crawl data/sample-crawl --until evaluate $(DEMO_KNOBS)
 
-test: setup
+# Servers that tests start privately: redis-server (the dedup LSH in Redis) and PostgreSQL (a
+# Prefect server's database; initdb and pg_ctl under /usr/lib/postgresql). Debian's packages,
+# installed only when missing; without root or apt-get a warning, and those two tests skip.
+test-servers:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="redis-server"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing $$missing (Debian packages) for their tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	else \
+	  echo "warning: not installed:$$missing (needs root and apt-get); their tests will be skipped" >&2; \
+	fi
+
+test: setup test-servers
 	$(PY) -m pytest
 
 # Benchmarks need datatrove and trafilatura as references; they conflict with our pins, so they
