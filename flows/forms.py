@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator
 
@@ -63,6 +63,47 @@ def _check_choices(config: Any) -> Any:
             raise ValueError(f"{field.name} must be one of {', '.join(map(str, choices))}, "
                              f"not {getattr(config, field.name)!r}")
     return config
+
+
+class Described:
+    """Pydantic JSON-schema hook: the description of a plain flow parameter (crawl, store, until...)."""
+
+    def __init__(self, description: str):
+        self.description = description
+
+    def __get_pydantic_json_schema__(self, core_schema, handler):
+        schema = handler(core_schema)
+        schema["description"] = self.description
+        return schema
+
+
+# The help of the run-wide flow parameters, as every knob has its own (shown under each field).
+RUN_PARAMETER_HELP = {
+    "crawl": "WARC files or folders of them (.warc, .warc.gz); a folder means every WARC file under it.",
+    "corpus": "The text to tokenize: a dedup artifact folder, or Parquet/JSONL files with a `text` column.",
+    "tokens": "The token data: a tokenize artifact folder.",
+    "inputs": "Input files, folders or artifact folders of this stage.",
+    "against": "Earlier dedup artifact folders whose saved index the input is deduplicated against.",
+    "tokenizer": "A train-tokenizer artifact folder (or tokenizer.json) used as is; empty: "
+                 "the one the last incremental run used, else the newest in the store.",
+    "store": "Artifact store root: each stage's output is <store>/<stage>/<key>/. Machines that share it share the cache.",
+    "until": "Last stage to run; the stages after it are not run.",
+    "workers": "Worker processes per stage, one input file each at a time (0: one per core).",
+    "runner": "local: worker processes on the machine running the flow; dask: one Prefect task per input file "
+              "on a Dask cluster (machines sharing the store).",
+    "dask_address": "With runner=dask: the scheduler of an existing Dask cluster, tcp://host:8786 "
+                    "(empty: a LocalCluster of 2 workers for this run).",
+}
+
+
+def run_parameter(name: str, annotation: Any, default: Any = inspect.Parameter.empty, *, choices=None,
+                  help: str | None = None) -> inspect.Parameter:
+    """A keyword flow parameter with its help text (RUN_PARAMETER_HELP unless given) and, with
+    `choices`, a drop-down in the form whose values Prefect enforces."""
+    if choices:
+        annotation = Literal[tuple(choices)]
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                             annotation=Annotated[annotation, Described(help or RUN_PARAMETER_HELP[name])])
 
 
 def knob_parameter(config_cls: type, description: str = "") -> Any:

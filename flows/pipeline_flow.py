@@ -23,7 +23,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.futures import wait
 
-from flows.forms import parameter_name, stage_parameters, with_signature
+from flows.forms import parameter_name, run_parameter, stage_parameters, with_signature
 from flows.tasks import shard_task_for, stage_input_files, stage_task_for
 from pipeline.stages import DATA_STAGES, STAGE_MODULES, get_stage
 from storage.store import default_root, write_json_atomic
@@ -153,21 +153,18 @@ def _until(until: str, names) -> list[str]:
 
 # ------------------------------------------------------------------------------------- flows
 
-def _common(until_default: str | None = None, runner: bool = True) -> list[inspect.Parameter]:
-    P = inspect.Parameter
-    params = [P("store", P.KEYWORD_ONLY, annotation=str, default=str(default_root().resolve())),
-              P("workers", P.KEYWORD_ONLY, annotation=int, default=0)]
+def _common(until_default: str | None = None, runner: bool = True, until_choices=PIPELINE) -> list[inspect.Parameter]:
+    """store, until (a choice among this flow's stages), workers, runner (local/dask), dask_address."""
+    params = [run_parameter("store", str, str(default_root().resolve())), run_parameter("workers", int, 0)]
     if until_default:
-        params.insert(1, P("until", P.KEYWORD_ONLY, annotation=str, default=until_default))
+        params.insert(1, run_parameter("until", str, until_default, choices=until_choices))
     if runner:
-        params += [P("runner", P.KEYWORD_ONLY, annotation=str, default="local"),
-                   P("dask_address", P.KEYWORD_ONLY, annotation=str, default="")]
+        params += [run_parameter("runner", str, "local", choices=RUNNERS), run_parameter("dask_address", str, "")]
     return params
 
 
 def _input(name: str, default: list[str] | None = None) -> inspect.Parameter:
-    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=list[str],
-                             default=inspect.Parameter.empty if default is None else default)
+    return run_parameter(name, list[str], inspect.Parameter.empty if default is None else default)
 
 
 def _data(**values) -> dict[str, str]:
@@ -182,7 +179,8 @@ def _data(**values) -> dict[str, str]:
 
 data_pipeline = flow(name="scratchlm-data", log_prints=True)(with_signature(
     _data, "data_pipeline",
-    [_input("crawl", [SAMPLE_CRAWL])] + _common("dedup") + stage_parameters(_stages(SUBFLOWS["data"])),
+    [_input("crawl", [SAMPLE_CRAWL])] + _common("dedup", until_choices=SUBFLOWS["data"])
+    + stage_parameters(_stages(SUBFLOWS["data"])),
     "Data stages on a crawl (WARC files or folders) up to `until`; returns each stage's artifact folder."))
 
 
@@ -203,8 +201,9 @@ def _tokens(**values) -> dict[str, str]:
 
 tokens_pipeline = flow(name="scratchlm-tokens", log_prints=True)(with_signature(
     _tokens, "tokens_pipeline",
-    [_input("corpus"), inspect.Parameter("tokenizer", inspect.Parameter.KEYWORD_ONLY, annotation=str, default="")]
-    + _common("tokenize", runner=False) + stage_parameters(_stages(SUBFLOWS["tokens"])),
+    [_input("corpus"), run_parameter("tokenizer", str, "", help="A train-tokenizer artifact folder (or tokenizer.json) "
+                                     "used as is; empty: train one on the corpus.")]
+    + _common("tokenize", runner=False, until_choices=SUBFLOWS["tokens"]) + stage_parameters(_stages(SUBFLOWS["tokens"])),
     "Train a tokenizer on a corpus (a dedup artifact, or Parquet/JSONL) and tokenize it; with `tokenizer` "
     "(a train-tokenizer artifact) that tokenizer is used as is."))
 
@@ -312,8 +311,7 @@ def fixed_tokenizer(store: str) -> str:
 
 retokenize_incremental = flow(name="retokenize-incremental", log_prints=True)(with_signature(
     _incremental, "retokenize_incremental",
-    [_input("crawl", [SAMPLE_CRAWL]),
-     inspect.Parameter("tokenizer", inspect.Parameter.KEYWORD_ONLY, annotation=str, default="")]
+    [_input("crawl", [SAMPLE_CRAWL]), run_parameter("tokenizer", str, "")]
     + _common() + stage_parameters(_stages(SUBFLOWS["data"] + ("tokenize",))),
     "New crawl files → data stages (only new shards compute) → tokenize with a fixed tokenizer. "
     "The result's `next_pretrain_tokens` is the token dataset pretraining should read next."))
@@ -354,17 +352,15 @@ def _watch(**values) -> dict[str, str]:
 
 watch_crawl = flow(name="crawl-watch", log_prints=True)(with_signature(
     _watch, "watch_crawl",
-    [_input("crawl", [SAMPLE_CRAWL]),
-     inspect.Parameter("tokenizer", inspect.Parameter.KEYWORD_ONLY, annotation=str, default="")] + _common(runner=False),
+    [_input("crawl", [SAMPLE_CRAWL]), run_parameter("tokenizer", str, "")] + _common(runner=False),
     "Runs retokenize-incremental as soon as the crawl folder has new or changed files (a short-interval poll)."))
 
 
 def _make_stage_flow(name: str):
     stage = get_stage(name)
-    P = inspect.Parameter
     params = [_input("inputs")] + _common(runner=False)
     if stage.kind == "global":
-        params.append(P("against", P.KEYWORD_ONLY, annotation=list[str], default=[]))
+        params.append(run_parameter("against", list[str], []))
     params += stage_parameters([stage])
 
     def run(**values) -> dict[str, str]:

@@ -91,3 +91,43 @@ def test_choices_become_an_enum_and_are_enforced():
     assert toy_flow.validate_parameters({"config": {"mode": "exact"}})["config"].mode == "exact"
     with pytest.raises(ParameterTypeError, match="must be one of fast, exact"):
         toy_flow.validate_parameters({"config": {"mode": "slow"}})
+
+
+RUN_PARAMETERS = ("crawl", "corpus", "tokens", "inputs", "against", "tokenizer", "store", "until", "workers", "runner",
+                  "dask_address")
+
+
+def test_run_parameters_have_help_and_until_and_runner_are_choices(all_deployments):
+    seen = set()
+    for name, deployment in all_deployments.items():
+        props = _schema(deployment)["properties"]
+        for param in RUN_PARAMETERS:
+            if param in props:
+                seen.add(param)
+                assert len(props[param].get("description", "")) > 20, (name, param)
+        if "runner" in props:
+            assert props["runner"]["enum"] == list(pf.RUNNERS), name
+        if "until" in props:
+            assert props["until"]["enum"], name
+            assert props["until"]["default"] in props["until"]["enum"], name
+            assert set(props["until"]["enum"]) <= set(pf.PIPELINE), name
+    assert seen == set(RUN_PARAMETERS)
+    whole = _schema(all_deployments["scratchlm-pipeline/whole-pipeline"])["properties"]
+    assert whole["until"]["enum"] == list(pf.PIPELINE)
+    data = _schema(all_deployments["scratchlm-data/crawl-to-corpus"])["properties"]
+    assert data["until"]["enum"] == list(pf.SUBFLOWS["data"])
+    tokens = _schema(all_deployments["scratchlm-tokens/corpus-to-tokens"])["properties"]
+    assert tokens["until"]["enum"] == list(pf.SUBFLOWS["tokens"])
+
+
+def test_a_value_outside_the_choices_is_refused_by_the_form_and_by_prefect(all_deployments):
+    schema = _schema(all_deployments["scratchlm-data/crawl-to-corpus"])
+    jsonschema.validate({"until": "quality", "runner": "dask"}, schema)
+    for bad in ({"until": "qualiti"}, {"until": "tokenize"}, {"runner": "slurm"}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)
+    assert pf.data_pipeline.validate_parameters({"until": "langid", "runner": "local"})["until"] == "langid"
+    with pytest.raises(ParameterTypeError, match="until"):
+        pf.data_pipeline.validate_parameters({"until": "qualiti"})
+    with pytest.raises(ParameterTypeError, match="runner"):
+        pf.scratchlm_pipeline.validate_parameters({"runner": "slurm"})
