@@ -1,32 +1,44 @@
-"""Streaming loader: token parts (Parquet) → fixed-length training sequences, resumable.
+"""Streaming loader: token parts (Parquet) → (x, y) training batches whose rows come from all
+over the corpus; resumable, memory bounded by a knob whatever the size of the data.
 
-The unit of work is one Parquet *row group* (at most 1024 documents in a token artifact). Only
-the `tokens` and `split` columns of one row group are read at a time, so memory is one row group
-plus one batch, whatever the size of the dataset.
+Why mix. A crawl is stored in crawl order: neighbouring documents are pages of one site in one
+language. A loader that hands out the next B·T tokens of that stream makes every optimizer step
+see one or two pages; on the demo's data that costs ~2 nats of validation loss at equal compute
+(docs/pretraining.md has the figures). So order is mixed at three levels, each seeded:
 
-Order. The row groups of all files form a list of units (file order, then row-group order). Each
-epoch visits them in a permutation drawn from `numpy.random.default_rng([seed, epoch])`; inside a
-row group the documents keep their stored order. Unit i of that permutation belongs to rank
-`i % world_size`, so the ranks of a run split every epoch between them and together read every
-document exactly once per epoch.
+1. Row groups (at most 1024 documents each in a token artifact) — the *units* — are visited in a
+   permutation drawn per epoch from `numpy.random.default_rng([seed, epoch])`. Unit i of that
+   permutation belongs to rank `i % world_size`: the ranks split every epoch between them and
+   together read every document exactly once per epoch.
+2. Inside a unit, the documents of the split are put in a permutation drawn per (seed, epoch,
+   unit). A rank's documents in that order, each followed by `eot_id`, form one endless token
+   stream (epochs follow each other when `loop=True`).
+3. The stream is cut into windows of T+1 tokens with stride T (window k = tokens kT … kT+T: its
+   first T are x, its last T are y, so every token after the first is a target exactly once).
+   Windows are read `shuffle_tokens // T` at a time into a *shuffle buffer* and handed out in a
+   permutation drawn per (seed, rank, buffer number); a batch is the next `batch_size` windows.
 
-Packing (the boundary policy). A rank's documents, in that order, each followed by `eot_id`, form
-one endless token stream (epochs follow each other in it when `loop=True`). A batch is the next
-`batch_size * seq_len + 1` tokens of that stream: x is the first `batch_size * seq_len` of them as
-(batch_size, seq_len) rows and y the same shifted by one; the next batch starts at the last
-token of this one (nanoGPT's packing). So sequences cross document (and row-group and epoch)
-boundaries, no token is padded, truncated or skipped, and every token is a target exactly once.
-Attention is not reset at a separator: the model learns to read `<|endoftext|>` as "new document".
-With `loop=False` (validation) the stream ends after one epoch: the last batch may have fewer
-rows, and a final remainder shorter than one row (< seq_len + 1 tokens) is not yielded.
+With `shuffle_tokens` at least one epoch of a rank's data, this is a full shuffle of the
+epoch's windows; on a larger corpus a batch draws from `shuffle_tokens` worth of randomly chosen
+row groups, and consecutive buffers from other ones. `shuffle_tokens=0` turns mixing off (stored
+document order, consecutive windows: nanoGPT's contiguous packing), for comparisons.
 
-State. `state_dict()` is the position of the next batch's first token: epoch, the index of the
-unit in this rank's share of that epoch's order, the row inside the row group, and the token
-offset inside that document (the separator being its last token), plus the settings that make
-these numbers meaningful. A fresh stream given that state yields exactly the batches that the
-uninterrupted stream would have yielded next.
+Sequences cross document (and row-group and epoch) boundaries; no token is padded, truncated or
+skipped. Attention is not reset at a separator: the model learns to read `<|endoftext|>` as
+"new document". With `loop=False` (validation) the stream ends after one epoch: the last batch
+may have fewer rows, and a final remainder shorter than one row (< T+1 tokens) is not yielded.
+
+Memory: one row group being decoded plus the buffer (`shuffle_tokens` int32 tokens: 64 MiB at
+the default 16M), whatever the size of the dataset.
+
+State. `state_dict()` is a few integers: where the current buffer starts in the stream (epoch,
+the unit's index in this rank's share of that epoch, the document's index in the unit's order,
+the token offset inside it), the buffer's number and how many of its windows were handed out,
+plus the settings that give these numbers their meaning. A fresh stream given that state re-reads
+that one buffer and yields exactly the batches the uninterrupted stream would have yielded next.
 
 No pickle and no framework: pyarrow, numpy and torch only."""
+
 from __future__ import annotations
 
 import json
@@ -41,27 +53,17 @@ import torch
 
 EOT_TOKEN = "<|endoftext|>"
 READ_COLUMNS = ("tokens", "split")
-STATE_VERSION = 1
+STATE_VERSION = 2
+SHUFFLE_TOKENS = 1 << 24  # the default shuffle buffer: 16M tokens, 64 MiB as int32
 
 
 class DataError(ValueError):
     """Input that cannot be streamed; the message names the file and what is wrong."""
 
 
-class _Unit:
-    """One row group, decoded for one split: its documents' tokens each followed by the separator."""
-
-    __slots__ = ("epoch", "index", "tokens", "starts", "rows")
-
-    def __init__(self, epoch: int, index: int, tokens: np.ndarray, starts: np.ndarray, rows: np.ndarray):
-        self.epoch, self.index = epoch, index
-        self.tokens = tokens  # int64, documents of this split, separator after each
-        self.starts = starts  # where each document starts in `tokens`
-        self.rows = rows      # its row number in the row group
-
-
 def read_unit_tokens(parquet: pq.ParquetFile, row_group: int, split: str, eot_id: int, path: Path = None):
-    """The documents of `split` in one row group as (tokens with separators, starts, row numbers)."""
+    """The documents of `split` in one row group, in stored order, as (tokens with a separator
+    after each document, where each document starts in them, their row numbers)."""
     try:
         names = parquet.schema_arrow.names
         table = parquet.read_row_group(row_group, columns=[c for c in READ_COLUMNS if c in names])
@@ -91,18 +93,49 @@ def read_unit_tokens(parquet: pq.ParquetFile, row_group: int, split: str, eot_id
     return out, starts, rows
 
 
+def reorder_documents(tokens: np.ndarray, starts: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The documents (each with its separator) of `tokens` in `order`: (tokens, new starts)."""
+    lengths = np.diff(np.append(starts, len(tokens)))[order]
+    new_starts = np.cumsum(lengths) - lengths
+    index = np.repeat(starts[order] - new_starts, lengths) + np.arange(int(lengths.sum()))
+    return tokens[index], new_starts
+
+
+class _Unit:
+    """One row group, decoded for one split, its documents in this epoch's order."""
+
+    __slots__ = ("epoch", "index", "tokens", "starts")
+
+    def __init__(self, epoch: int, index: int, tokens: np.ndarray, starts: np.ndarray):
+        self.epoch, self.index = epoch, index
+        self.tokens = tokens  # int64, documents of this split, separator after each
+        self.starts = starts  # where each document starts in `tokens`
+
+
+def _position_in(unit: _Unit, cursor: int) -> tuple[int, int, int, int]:
+    """(epoch, unit index, document, offset) of the token at `cursor` of a decoded unit."""
+    doc = int(np.searchsorted(unit.starts, cursor, side="right")) - 1
+    return unit.epoch, unit.index, doc, cursor - int(unit.starts[doc])
+
+
 class TokenStream:
-    """Packs documents of one split into (x, y) batches of shape (batch_size, seq_len); see module doc."""
+    """(x, y) batches of shape (batch_size, seq_len) of one split, mixed as the module doc says."""
 
     def __init__(self, files: Sequence[Path], seq_len: int, batch_size: int, eot_id: int, split: str = "train",
-                 seed: int = 0, rank: int = 0, world_size: int = 1, loop: bool = True):
+                 seed: int = 0, rank: int = 0, world_size: int = 1, loop: bool = True,
+                 shuffle_tokens: int = SHUFFLE_TOKENS):
         if seq_len < 1 or batch_size < 1:
             raise ValueError(f"seq_len and batch_size must be >= 1 (got {seq_len}, {batch_size})")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world size {world_size}")
+        if shuffle_tokens < 0:
+            raise ValueError(f"shuffle_tokens must not be negative (got {shuffle_tokens})")
         self.files = [Path(f) for f in files]
         self.seq_len, self.batch_size, self.eot_id = int(seq_len), int(batch_size), int(eot_id)
         self.split, self.seed, self.rank, self.world_size, self.loop = split, int(seed), rank, world_size, loop
+        self.shuffle_tokens = int(shuffle_tokens)
+        # windows per buffer: at least one batch's worth, so that a batch never waits on two reads
+        self.buffer_windows = max(self.batch_size, self.shuffle_tokens // self.seq_len) if self.shuffle else self.batch_size
         self.units: list[tuple[int, int]] = []  # (file index, row group)
         for i, path in enumerate(self.files):
             try:
@@ -116,17 +149,39 @@ class TokenStream:
                 raise DataError(f"{path}: column 'tokens' is {parquet.schema_arrow.field('tokens').type}, not a list of ids")
             self.units.extend((i, g) for g in range(parquet.metadata.num_row_groups))
         self._open: tuple[int, pq.ParquetFile] | None = None
-        self._epoch, self._unit, self._row, self._offset = 0, 0, 0, 0
+        self._orders: dict[int, list[int]] = {}
+        # the token stream's read position: (epoch, unit, doc, offset) of the next token
+        self._epoch, self._unit, self._doc, self._offset = 0, 0, 0, 0
         self._current: _Unit | None = None
         self._cursor = 0
+        self._ended = False  # a finite stream has no more tokens
+        # the shuffle buffer: its windows' tokens, their order, where it started, its number
+        self._buffer: np.ndarray | None = None
+        self._order = np.empty(0, np.int64)
+        self._window = 0
+        self._buffer_start = (0, 0, 0, 0)
+        self._buffer_index = 0
+        self._pending_window: int | None = None  # set by load_state_dict: windows of the re-read buffer to skip
         self._done = False
+
+    @property
+    def shuffle(self) -> bool:
+        return self.shuffle_tokens > 0
 
     # --------------------------------------------------------------------------- order and reading
 
     def epoch_order(self, epoch: int) -> list[int]:
         """This rank's units (indices into self.units) for an epoch, in visiting order."""
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.units))
-        return [int(u) for u in order[self.rank::self.world_size]]
+        if epoch not in self._orders:
+            order = np.random.default_rng([self.seed, epoch]).permutation(len(self.units))
+            self._orders = {epoch: [int(u) for u in order[self.rank::self.world_size]]}  # keep one epoch's
+        return self._orders[epoch]
+
+    def document_order(self, epoch: int, unit: int, n_docs: int) -> np.ndarray:
+        """The order of a unit's `n_docs` documents of this split in an epoch (`unit` indexes self.units)."""
+        if not self.shuffle:
+            return np.arange(n_docs)
+        return np.random.default_rng([self.seed, epoch, unit, 1]).permutation(n_docs)
 
     def _parquet(self, file_index: int) -> pq.ParquetFile:
         if self._open is None or self._open[0] != file_index:
@@ -134,42 +189,45 @@ class TokenStream:
         return self._open[1]
 
     def _load(self, epoch: int, position: int) -> _Unit:
-        file_index, row_group = self.units[self.epoch_order(epoch)[position]]
-        tokens, starts, rows = read_unit_tokens(self._parquet(file_index), row_group, self.split, self.eot_id,
-                                                self.files[file_index])
-        return _Unit(epoch, position, tokens, starts, rows)
+        unit = self.epoch_order(epoch)[position]
+        file_index, row_group = self.units[unit]
+        tokens, starts, _ = read_unit_tokens(self._parquet(file_index), row_group, self.split, self.eot_id,
+                                             self.files[file_index])
+        if self.shuffle and len(starts) > 1:
+            tokens, starts = reorder_documents(tokens, starts, self.document_order(epoch, unit, len(starts)))
+        return _Unit(epoch, position, tokens, starts)
 
     def _next_position(self, epoch: int, position: int) -> tuple[int, int] | None:
         """The unit after (epoch, position), or None where a finite stream ends."""
-        share = len(self.epoch_order(epoch)) if self.units else 0
-        if position + 1 < share:
+        if position + 1 < len(self.epoch_order(epoch)):
             return epoch, position + 1
         if not self.loop:
             return None
         return epoch + 1, 0
 
     def _fill_current(self) -> bool:
-        """Make `self._current[self._cursor]` the next token; False at the end of a finite stream."""
+        """Make `self._current.tokens[self._cursor]` the next token; False at the end of a finite stream."""
         empty_units = 0
         while self._current is None or self._cursor >= len(self._current.tokens):
             if self._current is not None:  # used up: go on to the next unit
                 after = self._next_position(self._current.epoch, self._current.index)
                 self._current = None
                 if after is None:
-                    self._done = True
+                    self._epoch, self._unit, self._doc, self._offset = self._epoch + 1, 0, 0, 0
+                    self._ended = True
                     return False
-                self._epoch, self._unit, self._row, self._offset = after[0], after[1], 0, 0
-            if self._done:
+                self._epoch, self._unit, self._doc, self._offset = after[0], after[1], 0, 0
+            if self._ended:
                 return False
             if self._unit >= len(self.epoch_order(self._epoch)):  # this rank has no unit at all
                 if not self.loop:
-                    self._done = True
+                    self._ended = True
                     return False
                 raise DataError(f"rank {self.rank} of {self.world_size} gets no row group of {len(self.units)} "
                                 f"in {len(self.files)} file(s): fewer row groups than ranks")
             self._current = self._load(self._epoch, self._unit)
-            k = int(np.searchsorted(self._current.rows, self._row, side="left"))
-            self._cursor = int(self._current.starts[k]) + self._offset if k < len(self._current.rows) else \
+            starts = self._current.starts
+            self._cursor = int(starts[self._doc]) + self._offset if self._doc < len(starts) else \
                 len(self._current.tokens)
             if len(self._current.tokens) == 0:
                 empty_units += 1
@@ -178,20 +236,60 @@ class TokenStream:
                                     f"in {len(self.files)} file(s)")
         return True
 
-    def _take(self, out: np.ndarray, consume: bool) -> int:
-        """Copy the next len(out) tokens into `out`; advance past them if `consume`. Returns the count."""
+    def _read(self, n: int, min_tokens: int) -> tuple[np.ndarray, list[tuple]]:
+        """Consume up to n tokens of the stream, stopping early at the end of an epoch once at least
+        `min_tokens` were read (and where a finite stream ends). Returns the tokens and where each
+        piece of them came from: [(index in the result, unit, cursor in the unit)]."""
+        out = np.empty(n, dtype=np.int64)
+        pieces: list[tuple[int, _Unit, int]] = []
         filled = 0
-        while filled < len(out):
-            if not self._fill_current():
-                break
+        while filled < n and self._fill_current():
             unit = self._current
-            n = min(len(out) - filled, len(unit.tokens) - self._cursor)
-            out[filled:filled + n] = unit.tokens[self._cursor:self._cursor + n]
-            filled += n
-            if not consume:
-                break  # only peeks one token
-            self._cursor += n
-        return filled
+            if pieces and unit.epoch != pieces[-1][1].epoch and filled >= min_tokens:
+                break  # a buffer holds one epoch's windows (the first may start in the epoch before)
+            k = min(n - filled, len(unit.tokens) - self._cursor)
+            pieces.append((filled, unit, self._cursor))
+            out[filled:filled + k] = unit.tokens[self._cursor:self._cursor + k]
+            filled += k
+            self._cursor += k
+        return out[:filled], pieces
+
+    def _read_position(self) -> tuple[int, int, int, int]:
+        """(epoch, unit, doc, offset) of the stream's next token."""
+        if self._current is not None and self._cursor < len(self._current.tokens):
+            return _position_in(self._current, self._cursor)
+        if self._current is not None:  # used up: the next unit, from its start
+            after = self._next_position(self._current.epoch, self._current.index)
+            return (after[0], after[1], 0, 0) if after else (self._current.epoch + 1, 0, 0, 0)
+        return self._epoch, self._unit, self._doc, self._offset
+
+    def _seek(self, position: tuple[int, int, int, int]) -> None:
+        self._epoch, self._unit, self._doc, self._offset = (int(v) for v in position)
+        self._current, self._cursor = None, 0
+        self._ended = not self.loop and self._epoch > 0
+
+    def _fill_buffer(self) -> int:
+        """Read the next buffer of windows and draw their order; returns how many windows it holds.
+        The next buffer starts at this one's last target (windows overlap by one token)."""
+        W, T = self.buffer_windows, self.seq_len
+        self._buffer_start = self._read_position()
+        tokens, pieces = self._read(W * T + 1, min_tokens=T + 1)
+        n_windows = max(0, (len(tokens) - 1) // T)
+        if n_windows:  # step back to the token the next buffer starts with
+            i = n_windows * T
+            first, unit, cursor = next(p for p in reversed(pieces) if p[0] <= i)
+            if unit is self._current:
+                self._cursor = cursor + i - first
+            else:
+                self._seek(_position_in(unit, cursor + i - first))
+        self._buffer = tokens[:n_windows * T + 1].astype(np.int32)
+        if self.shuffle:
+            rng = np.random.default_rng([self.seed, self.rank, self.world_size, self._buffer_index, 2])
+            self._order = rng.permutation(n_windows)
+        else:
+            self._order = np.arange(n_windows)
+        self._window = 0
+        return n_windows
 
     # --------------------------------------------------------------------------------- iteration
 
@@ -199,50 +297,60 @@ class TokenStream:
         return self
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
-        B, T = self.batch_size, self.seq_len
-        buf = np.empty(B * T + 1, dtype=np.int64)
-        got = self._take(buf[:B * T], consume=True)
-        if got == B * T:
-            got += self._take(buf[B * T:], consume=False)  # the last target; also starts the next batch
-        rows = (got - 1) // T if got > 0 else 0
-        if got < B * T + 1:
-            self._done = True
-            if rows == 0:
-                raise StopIteration
-            buf = buf[:rows * T + 1]
-        x = torch.from_numpy(buf[:-1].reshape(rows if got < B * T + 1 else B, T).copy())
-        y = torch.from_numpy(buf[1:].reshape(x.shape).copy())
-        return x, y
+        T = self.seq_len
+        pieces, rows = [], 0
+        span = np.arange(T + 1)
+        while rows < self.batch_size and not self._done:
+            if self._buffer is None or self._window >= len(self._order):
+                if self._buffer is not None:  # used up: the next buffer starts where reading stopped
+                    self._buffer_index += 1
+                if self._fill_buffer() == 0:
+                    self._done = True
+                    break
+                if self._pending_window is not None:
+                    self._window, self._pending_window = self._pending_window, None
+                    continue
+            k = min(self.batch_size - rows, len(self._order) - self._window)
+            starts = self._order[self._window:self._window + k] * T
+            pieces.append(self._buffer[starts[:, None] + span])
+            self._window += k
+            rows += k
+        if rows == 0:
+            raise StopIteration
+        windows = torch.from_numpy(np.concatenate(pieces).astype(np.int64))
+        return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
 
     # ------------------------------------------------------------------------------------- state
 
     def state_dict(self) -> dict:
-        if self._current is not None and self._cursor < len(self._current.tokens):
-            k = int(np.searchsorted(self._current.starts, self._cursor, side="right")) - 1
-            epoch, unit = self._current.epoch, self._current.index
-            row, offset = int(self._current.rows[k]), self._cursor - int(self._current.starts[k])
-        elif self._current is not None:  # used up: the next unit, from its start
-            after = self._next_position(self._current.epoch, self._current.index)
-            epoch, unit, row, offset = (after[0], after[1], 0, 0) if after else (self._epoch + 1, 0, 0, 0)
+        if self._buffer is not None and self._window >= len(self._order) and not self._done:
+            start, index, window = self._read_position(), self._buffer_index + 1, 0  # the next buffer's
+        elif self._buffer is not None:
+            start, index, window = self._buffer_start, self._buffer_index, self._window
         else:
-            epoch, unit, row, offset = self._epoch, self._unit, self._row, self._offset
-        return {"version": STATE_VERSION, "epoch": epoch, "unit": unit, "row": row, "offset": offset,
-                "done": self._done, "split": self.split, "seed": self.seed, "rank": self.rank,
-                "world_size": self.world_size, "units": len(self.units)}
+            start, index, window = self._buffer_start, self._buffer_index, self._pending_window or 0
+        epoch, unit, doc, offset = (int(v) for v in start)
+        return {"version": STATE_VERSION, "epoch": epoch, "unit": unit, "doc": doc, "offset": offset,
+                "buffer": int(index), "window": int(window), "done": self._done, **self._identity()}
+
+    def _identity(self) -> dict:
+        return {"split": self.split, "seed": self.seed, "rank": self.rank, "world_size": self.world_size,
+                "units": len(self.units), "seq_len": self.seq_len, "shuffle_tokens": self.shuffle_tokens}
 
     def load_state_dict(self, state: dict) -> None:
-        mine = {"split": self.split, "seed": self.seed, "rank": self.rank, "world_size": self.world_size,
-                "units": len(self.units)}
-        different = {k: (state.get(k), v) for k, v in mine.items() if state.get(k) != v}
+        if state.get("version") != STATE_VERSION:
+            raise DataError(f"loader state version {state.get('version')!r} is not {STATE_VERSION} "
+                            "(written by another version of model/data.py)")
+        different = {k: (state.get(k), v) for k, v in self._identity().items() if state.get(k) != v}
         if different:
             raise DataError("loader state is for another stream: " +
                             ", ".join(f"{k} {a!r} in the state vs {b!r} now" for k, (a, b) in different.items()))
-        self._epoch, self._unit = int(state["epoch"]), int(state["unit"])
-        self._row, self._offset = int(state["row"]), int(state["offset"])
+        self._buffer_start = (int(state["epoch"]), int(state["unit"]), int(state["doc"]), int(state["offset"]))
+        self._buffer_index = int(state["buffer"])
+        self._buffer, self._order = None, np.empty(0, np.int64)
+        self._pending_window = int(state["window"])
         self._done = bool(state.get("done", False))
-        if not self.loop and self._epoch > 0:
-            self._done = True
-        self._current, self._cursor = None, 0
+        self._seek(self._buffer_start)
 
 
 def open_token_artifact(folder: str | Path) -> tuple[list[Path], Path, int, int]:

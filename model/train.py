@@ -293,12 +293,12 @@ def gather_loader_states(stream: TokenStream, runtime: Runtime) -> list[dict]:
     state = stream.state_dict()
     if not runtime.distributed:
         return [state]
-    fields = ("epoch", "unit", "row", "offset", "done")
+    fields = ("epoch", "unit", "doc", "offset", "buffer", "window", "done")
     mine = torch.tensor([int(state[f]) for f in fields], dtype=torch.long,
                         device=runtime.device if dist.get_backend() == "nccl" else "cpu")
     everyone = [torch.zeros_like(mine) for _ in range(runtime.world_size)]
     dist.all_gather(everyone, mine)
-    return [dict(state, rank=r, **{f: int(v) for f, v in zip(fields, values.tolist())} | {"done": bool(values[4])})
+    return [state | {"rank": r} | {f: int(v) for f, v in zip(fields, values.tolist())} | {"done": bool(values[-1])}
             for r, values in enumerate(everyone)]
 
 
@@ -350,7 +350,7 @@ def _train(config: TrainConfig, data, out_dir: Path, runtime: Runtime, progress:
     model = GPT(model_config).to(device)
     optimizer = make_optimizer(model, config, device)
     stream = TokenStream(files, seq_len, micro, eot_id, split="train", seed=config.seed, rank=runtime.rank,
-                         world_size=runtime.world_size, loop=True)
+                         world_size=runtime.world_size, loop=True, shuffle_tokens=config.shuffle_tokens)
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = out_dir / "metrics.jsonl"
     start_step, tokens_seen, first_loss = 0, 0, None

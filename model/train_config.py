@@ -40,6 +40,10 @@ class TrainConfig:
                                    "suits `tiny` on a CPU (more steps per token); GPU runs use ~0.5M.")
     micro_batch: int = knob(0, "Sequences per forward pass per rank (0: as many as fit in "
                                f"{MICRO_BATCH_TOKENS['cpu']} tokens on CPU, {MICRO_BATCH_TOKENS['cuda']} on GPU).")
+    shuffle_tokens: int = knob(1 << 24, "Shuffle buffer of the loader, in tokens: windows of seq_len+1 tokens are "
+                                        "read this many at a time from row groups in a seeded random order and "
+                                        "handed out shuffled (memory: 4 bytes a token). 0: stored order, "
+                                        "contiguous packing (docs/pretraining.md).")
     seq_len: int = knob(0, "Tokens per training sequence (0: the preset's block_size; otherwise it becomes block_size).")
     lr: float = knob(0.0, "Peak learning rate (0: the preset's: " + ", ".join(f"{k} {v:g}" for k, v in PRESET_LR.items()) + ").")
     min_lr_ratio: float = knob(0.1, "Final learning rate as a fraction of the peak.")
@@ -70,7 +74,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise TrainError(f"--{name.replace('_', '-')} must be at least 1")
         for name in ("stop_at", "micro_batch", "seq_len", "warmup_steps", "eval_every", "eval_batches",
-                     "checkpoint_every", "lr", "weight_decay", "grad_clip", "cpu_threads"):
+                     "checkpoint_every", "lr", "weight_decay", "grad_clip", "cpu_threads", "shuffle_tokens"):
             if getattr(self, name) < 0:
                 raise TrainError(f"--{name.replace('_', '-')} must not be negative")
         for f in dataclasses.fields(self):

@@ -125,7 +125,7 @@ def test_checkpoints_are_safetensors_and_json_and_load_without_pickle(full_run, 
             assert head[:1] != b"\x80" and head != b"PK", f"{path.name} looks like a pickle / torch.save file"
     meta = json.loads((out / "config.json").read_text())
     assert meta["step"] == STEPS and meta["model"]["vocab_size"] == 512
-    assert len(meta["loader"]) == 1 and {"epoch", "unit", "row", "offset"} <= set(meta["loader"][0])
+    assert len(meta["loader"]) == 1 and {"epoch", "unit", "doc", "offset", "buffer", "window"} <= set(meta["loader"][0])
     assert all(isinstance(x, int) for x in meta["rng"]["torch"])
     optimizer = load_file(out / "optimizer.safetensors")
     assert any(k.endswith(".exp_avg_sq") for k in optimizer)
