@@ -135,3 +135,17 @@ def test_run_command_starts_its_own_prefect_server_when_none_is_given(tmp_path, 
     manifest = json.loads((final / "manifest.json").read_text())
     assert manifest["stage"] == "extract" and manifest["stats"]["docs_out"] > 0
     assert "temporary server" in proc.stderr.lower() or "temporary server" in proc.stdout.lower()
+
+
+def test_ui_server_env_points_the_ui_at_its_own_port_unless_the_user_chose(monkeypatch):
+    from flows.ui import server_env
+
+    monkeypatch.delenv("PREFECT_SERVER_UI_API_URL", raising=False)
+    monkeypatch.delenv("PREFECT_UI_API_URL", raising=False)
+    monkeypatch.setenv("PREFECT_API_URL", "http://elsewhere:4200/api")
+    env = server_env(None, "127.0.0.1", 4311)
+    assert env["PREFECT_SERVER_UI_API_URL"] == "http://127.0.0.1:4311/api" and "PREFECT_API_URL" not in env
+    assert server_env(None, "0.0.0.0", 4311)["PREFECT_SERVER_UI_API_URL"] == "http://127.0.0.1:4311/api"
+    assert server_env(None, "::1", 4311)["PREFECT_SERVER_UI_API_URL"] == "http://[::1]:4311/api"
+    monkeypatch.setenv("PREFECT_UI_API_URL", "https://prefect.example.org/api")  # behind a proxy: theirs wins
+    assert "PREFECT_SERVER_UI_API_URL" not in server_env(None, "127.0.0.1", 4311)

@@ -190,3 +190,15 @@ def test_served_deployments_run_cache_and_grow_incrementally(served):
     first_look = watch_crawl(crawl=[str(served["crawl"])], store=str(served["store"]), workers=1)
     assert first_look["next_pretrain_tokens"] == record["tokens"]
     assert watch_crawl(crawl=[str(served["crawl"])], store=str(served["store"]), workers=1) == {}
+
+
+def test_the_ui_on_another_port_calls_the_api_on_that_port(served):
+    """`scratchlm ui --port P`: the UI's browser code reads /ui-settings to find the API; it must
+    say port P (Prefect's own default would send it to 4200, where nothing listens)."""
+    import urllib.request
+
+    base = served["api"].removesuffix("/api")
+    assert not base.endswith(":4200")
+    with urllib.request.urlopen(f"{base}/ui-settings", timeout=10) as response:
+        settings = json.load(response)
+    assert settings["api_url"] == served["api"]
