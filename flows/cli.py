@@ -115,9 +115,20 @@ def run_pipeline(
     workers: int = typer.Option(0, "--workers", help="Worker processes per stage [default: one per core]."),
     runner: str = typer.Option("local", "--runner", help="local: worker processes on this machine; dask: one Prefect task per input file on a Dask cluster."),
     dask_address: str = typer.Option("", "--dask-address", help="Scheduler of an existing Dask cluster (tcp://host:8786) [default: a LocalCluster of 2 workers]."),
+    held_out: Optional[Path] = typer.Option(None, "--held-out", help="A fixed held-out set evaluate scores instead of the val split (text JSONL/Parquet, a folder, or a dedup/tokenize artifact): the same bytes for every run, so `report --compare` compares."),
+    seeds: str = typer.Option("", "--seeds", help="Pretrain and evaluate once per seed, e.g. 0,1,2; the report gives mean ± spread across seeds."),
 ):
     from flows.pipeline_flow import PIPELINE, RUNNERS
     from storage.store import default_root
+
+    try:
+        seed_list = [int(v) for v in seeds.split(",") if v.strip()]
+    except ValueError:
+        fail(f"--seeds: a comma-separated list of integers, e.g. 0,1,2; got {seeds!r}")
+    if len(set(seed_list)) != len(seed_list):
+        fail(f"--seeds: {seeds!r} names a seed twice")
+    if held_out is not None and not held_out.exists():
+        fail(f"--held-out {held_out}: no such file or folder")
 
     if until not in PIPELINE:
         fail(f"--until must be one of {', '.join(PIPELINE)}, not {until!r}")
@@ -141,21 +152,27 @@ def run_pipeline(
         fail(f"--workers: must be at least 0 (0: one per core), got {workers}")
     try:
         flow = data_pipeline if until in DATA_STAGES else scratchlm_pipeline
+        model_params = {"held_out": str(held_out.resolve()) if held_out else "", "seeds": seed_list} \
+            if flow is scratchlm_pipeline else {}
         outputs = flow(crawl=crawl_paths, store=str(store or default_root()), until=until, workers=workers, runner=runner,
-                       dask_address=dask_address, **{parameter_name(n): c for n, c in configs.items()
-                                                     if n in DATA_STAGES or flow is scratchlm_pipeline})
+                       dask_address=dask_address, **model_params, **{parameter_name(n): c for n, c in configs.items()
+                                                                     if n in DATA_STAGES or flow is scratchlm_pipeline})
     except StageError as exc:
         fail(str(exc))
     from storage.store import load_manifest
 
+    from flows.report import base_stage, model_output
+
     for name, path in outputs.items():
-        if name not in STAGE_MODULES:
+        if base_stage(name) not in STAGE_MODULES:
             typer.echo(f"{name:8s} {path}", err=True)
             continue
         stats = load_manifest(path)["stats"]
         dropped = ", ".join(f"{k} {v}" for k, v in sorted(stats.get("dropped", {}).items(), key=lambda kv: -kv[1])[:3])
-        typer.echo(f"{name:8s} {stats['docs_in']:>7} → {stats['docs_out']:<7} docs  {path}" + (f"  (dropped: {dropped})" if dropped else ""), err=True)
-        for line in _result_lines(name, stats, Path(path)):
+        made = model_output(name, stats)  # a model stage: tokens trained / items scored, not documents
+        funnel = made if made else f"{stats['docs_in']:>7} → {stats['docs_out']:<7} docs"
+        typer.echo(f"{name:8s} {funnel}  {path}" + (f"  (dropped: {dropped})" if dropped else ""), err=True)
+        for line in _result_lines(base_stage(name), stats, Path(path)):
             typer.echo(f"         {line}", err=True)
     typer.echo(outputs.get(until) or list(outputs.values())[-1])
 
@@ -171,13 +188,14 @@ def _result_lines(name: str, stats: dict, folder: Path) -> list[str]:
     if name == "pretrain":
         return [line.removeprefix("pretrain: ") for line in stats.get("summary_lines", [])]
     if name == "evaluate" and "eval" in stats:
-        scores = stats["eval"]
-        lines = [f"val loss {scores['loss']:.4f}, perplexity {scores['perplexity']:.1f}, bits per byte {scores['bits_per_byte']:.4f}"]
-        try:  # the unigram baseline beside it, from eval.json
-            unigram = json.loads((folder / "eval.json").read_text())["held_out"]["unigram"]
-            lines[0] += f" (unigram baseline: loss {unigram['loss']:.4f}, bits per byte {unigram['bits_per_byte']:.4f})"
+        try:  # the stage's own summary (set, standard errors, contamination), from eval.json
+            from pipeline.stages.evaluate import summary_lines
+
+            return summary_lines(json.loads((folder / "eval.json").read_text()))
         except (OSError, KeyError, ValueError, TypeError):
             pass
+        scores = stats["eval"]
+        lines = []
         lines += [f"{task}: " + ", ".join(f"{k} {v:.3f}" for k, v in values.items())
                   for task, values in scores.items() if isinstance(values, dict)]
         return lines

@@ -212,15 +212,40 @@ def _model(**values) -> dict[str, str]:
     names = _until(values.get("until", "evaluate"), SUBFLOWS["model"])
     store = str(Path(values.get("store") or default_root()).resolve())
     tokens = _resolved(values["tokens"])
-    outputs = run_stages(names, tokens, _configs(values, names), store, values.get("workers", 0),
-                         outputs={"tokenize": tokens[0]} if len(tokens) == 1 else None)
-    return {k: v for k, v in outputs.items() if k in names}
+    configs = _with_held_out(_configs(values, names), values.get("held_out", ""))
+    outputs: dict[str, str] = {}
+    # --seeds: pretrain (and what follows it) once per seed; the first seed's artifacts under the
+    # stage names, the others as `pretrain@seed1`, ... (flows/report.py gives mean ± spread)
+    for n, seed in enumerate(values.get("seeds") or [None]):
+        seeded = dict(configs)
+        if seed is not None and "pretrain" in STAGE_MODULES:
+            seeded["pretrain"] = dataclasses.replace(configs.get("pretrain") or get_stage("pretrain").config_cls(), seed=seed)
+        made = run_stages(names, tokens, seeded, store, values.get("workers", 0),
+                          outputs={"tokenize": tokens[0]} if len(tokens) == 1 else None)
+        outputs.update({(k if n == 0 else f"{k}@seed{seed}"): v for k, v in made.items() if k in names})
+    return outputs
+
+
+def _with_held_out(configs: dict[str, Any], held_out: str) -> dict[str, Any]:
+    """The `held_out` flow parameter: evaluate's fixed held-out set, unless its knob names one."""
+    if held_out and "evaluate" in STAGE_MODULES:
+        config = configs.get("evaluate") or get_stage("evaluate").config_cls()
+        if not config.held_out:
+            configs = dict(configs, evaluate=dataclasses.replace(config, held_out=str(Path(held_out).resolve())))
+    return configs
+
+
+def _model_parameters() -> list[inspect.Parameter]:
+    P = inspect.Parameter
+    return [P("held_out", P.KEYWORD_ONLY, annotation=str, default=""),
+            P("seeds", P.KEYWORD_ONLY, annotation=list[int], default=[])]
 
 
 model_pipeline = flow(name="scratchlm-model", log_prints=True)(with_signature(
     _model, "model_pipeline",
-    [_input("tokens")] + _common("evaluate", runner=False) + stage_parameters(_stages(SUBFLOWS["model"])),
-    "Pretrain a GPT on a token artifact and evaluate it (run this deployment where the GPU is)."))
+    [_input("tokens")] + _common("evaluate", runner=False) + _model_parameters() + stage_parameters(_stages(SUBFLOWS["model"])),
+    "Pretrain a GPT on a token artifact and evaluate it (run this deployment where the GPU is). `held_out`: a fixed "
+    "held-out set for evaluate (text files or a dedup/tokenize artifact); `seeds`: pretrain and evaluate once per seed."))
 
 
 def _pipeline(**values) -> dict[str, str]:
@@ -237,7 +262,8 @@ def _pipeline(**values) -> dict[str, str]:
         outputs.update(tokens_pipeline(corpus=[outputs["dedup"]], until=min(until, "tokenize", key=PIPELINE.index),
                                        **common, **pick("tokens")))
     if _until(until, SUBFLOWS["model"]) and "tokenize" in outputs:
-        outputs.update(model_pipeline(tokens=[outputs["tokenize"]], until=until, **common, **pick("model")))
+        outputs.update(model_pipeline(tokens=[outputs["tokenize"]], until=until, held_out=values.get("held_out", ""),
+                                      seeds=values.get("seeds") or [], **common, **pick("model")))
     elif _until(until, SUBFLOWS["model"]):
         get_run_logger().info("model stages skipped: no token artifact")
     _finish(outputs, values)
@@ -262,7 +288,7 @@ def _finish(outputs: dict[str, str], values: dict) -> None:
 
 scratchlm_pipeline = flow(name="scratchlm-pipeline", log_prints=True)(with_signature(
     _pipeline, "scratchlm_pipeline",
-    [_input("crawl", [SAMPLE_CRAWL])] + _common("evaluate") + stage_parameters(_stages(PIPELINE)),
+    [_input("crawl", [SAMPLE_CRAWL])] + _common("evaluate") + _model_parameters() + stage_parameters(_stages(PIPELINE)),
     "The whole DAG: crawl → corpus → tokens → model → scores, up to `until`. Ends with a run report."))
 
 

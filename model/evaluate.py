@@ -185,9 +185,10 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def score_benchmark(model, tokenizer, benchmark: Benchmark, batch_size: int = 32, show_progress: bool = True,
-                    contaminated: Sequence[bool] | None = None) -> dict:
+                    contaminated: Sequence[bool] | None = None, per_item: bool = False) -> dict:
     """The benchmark's metrics, the file it was made on (path, sha256); with `contaminated` (one
-    flag per item) also how many items were flagged and the metrics of the others ("clean")."""
+    flag per item) also how many items were flagged and the metrics of the others ("clean");
+    per_item: each item's 0/1 outcome under "per_item" (for paired comparisons of two models)."""
     n_requests = sum(len(i.choices) for i in benchmark.items) if benchmark.kind == "multiple_choice" else len(benchmark.items)
     bar = _bar(n_requests, f"evaluate: {benchmark.name}", "req", show_progress)
     scorer = score_multiple_choice if benchmark.kind == "multiple_choice" else score_cloze
@@ -198,6 +199,11 @@ def score_benchmark(model, tokenizer, benchmark: Benchmark, batch_size: int = 32
             bar.close()
     out = {"name": benchmark.name, "path": str(benchmark.path), "sha256": benchmark.sha256, "format": benchmark.format,
            "kind": benchmark.kind, **result.metrics}
+    if per_item and benchmark.kind == "multiple_choice":
+        out["per_item"] = {key: [int(r[pred] == r["label"]) for r in result.per_item]
+                           for key, pred in (("acc", "pred"), ("acc_norm", "pred_norm"))}
+    elif per_item:
+        out["per_item"] = {"acc": [int(r["greedy"]) for r in result.per_item]}
     if contaminated is not None:
         if len(contaminated) != len(result.per_item):
             raise ValueError(f"{len(contaminated)} contamination flags for {len(result.per_item)} items")

@@ -19,6 +19,7 @@ the held-out set and the token data are references: their digests enter the key,
 docs/evaluation.md explains the choices."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sys
@@ -221,6 +222,10 @@ def run_evaluate(files: list[Path], config: EvaluateConfig, out_dir: Path, again
     documents = held.pop("_documents", None)
     if "sha256" in held:
         held["set"].update(sha256=held["sha256"], documents=held["documents"], bytes=held["bytes"])
+    if documents is not None:  # for paired comparisons of two models on the same documents (report --compare)
+        held["per_document"] = {"nats": documents.nats.tolist(), "tokens": documents.tokens.tolist(),
+                                "bits": (documents.bpb_nats / math.log(2)).tolist(), "bytes": documents.bytes.tolist()}
+    report["tokenizer_sha256"] = hashlib.sha256(Path(tokenizer_path).read_bytes()).hexdigest()
     report["held_out"] = held
     if config.continuation_task and data:
         task = crawl_task(data, config, out_dir)
@@ -244,7 +249,7 @@ def run_evaluate(files: list[Path], config: EvaluateConfig, out_dir: Path, again
 
             found = contaminated(training, [item.text for item in bench.items], config.contamination_overlap)
             flags = found.flags.tolist()
-        scored = score_benchmark(model, tokenizer, bench, config.batch_size, contaminated=flags)
+        scored = score_benchmark(model, tokenizer, bench, config.batch_size, contaminated=flags, per_item=True)
         if flags is not None:
             scored["contamination"]["seconds"] = found.summary()["seconds"]
         report["benchmarks"].append(scored)
@@ -314,6 +319,8 @@ def score_records(report: dict) -> list[dict]:
                             "set": held["set"]["kind"], "sha256": held["sha256"], "items": held["documents"],
                             "contaminated": contamination.get("items"), "clean_value": clean.get(key),
                             "clean_stderr": clean.get(f"{key}_stderr"), "lower_is_better": True})
+            if key == "loss":  # nats per token: only comparable between runs with the same tokenizer
+                records[-1]["tokenizer_sha256"] = report.get("tokenizer_sha256")
     for b in report["benchmarks"]:
         contamination = b.get("contamination") or {}
         clean = contamination.get("clean") or {}
