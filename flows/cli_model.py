@@ -1,4 +1,4 @@
-"""`scratchlm generate`, `scratchlm export` and `scratchlm make-benchmark`: the model commands.
+"""`scratchlm generate`, `chat`, `export`, `serve-model` and `make-benchmark`: the model commands.
 
 flows/cli.py calls `register(app)` (not an import of flows.cli from here: under
 `python -m flows.cli` that would be a second copy of the module with its own app). torch is
@@ -78,14 +78,24 @@ def generate_command(
 def export_command(
     checkpoint: Path = typer.Argument(..., help="Pretrain artifact or checkpoint folder."),
     output: Path = typer.Option(..., "--output", "-o", help="Folder to write (must not exist, unless --overwrite)."),
-    format: str = typer.Option("hf", "--format", help="Export format: hf (Hugging Face transformers, Llama)."),
+    format: str = typer.Option("hf", "--format", help="Export format: hf (Hugging Face transformers, Llama; with the "
+                                                    "chat template when the tokenizer has chat markers), or peft (an sft "
+                                                    "artifact's LoRA adapter, with its base model exported under base/)."),
     dtype: str = typer.Option("float32", "--dtype", help="Weight dtype: float32, bfloat16, float16."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
 ):
-    from model.export import ExportError, export_hf
+    from model.export import ExportError, export_hf, export_peft
 
-    if format != "hf":
-        fail(f"--format {format!r}: the only format is hf")
+    if format not in ("hf", "peft"):
+        fail(f"--format {format!r}: choose hf or peft")
+    if format == "peft":
+        if not checkpoint.exists():
+            fail(f"{checkpoint}: no such file or folder")
+        try:
+            typer.echo(str(export_peft(checkpoint, output, overwrite=overwrite)))
+        except ExportError as exc:
+            fail(str(exc))
+        return
     model, tokenizer_path, _ = _load(checkpoint)
     try:
         path = export_hf(model, tokenizer_path, output, dtype=dtype, overwrite=overwrite)
@@ -124,12 +134,109 @@ def make_benchmark_command(
     typer.echo(str(output))
 
 
+def chat_command(
+    checkpoint: Path = typer.Argument(..., help="sft artifact (or any pretrain artifact or checkpoint folder)."),
+    prompt: Optional[str] = typer.Argument(None, help="One user message; without it, a conversation on stdin "
+                                                      "(one message per line, history kept; Ctrl-D ends it)."),
+    system: str = typer.Option("", "--system", help="A system message in front of the conversation."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", "-n", help="Tokens per answer at most."),
+    temperature: float = typer.Option(0.0, "--temperature", "-t", help="Sampling temperature (0: greedy)."),
+    top_k: int = typer.Option(50, "--top-k", help="Sample among the k most likely tokens (0: all)."),
+    top_p: float = typer.Option(1.0, "--top-p", help="Sample among the most likely tokens whose probabilities sum to p (1: all)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the sampling."),
+    as_json: bool = typer.Option(False, "--json", help='Print one JSON object per answer: {"text", "finish_reason" '
+                                                       '("stop" | "length"), "tokens"}, instead of streaming text.'),
+    device: str = typer.Option("auto", "--device", help="auto (cuda if available), cpu, cuda, mps."),
+):
+    import json
+
+    from tokenizers import Tokenizer
+
+    from model.chat import ChatError, stop_ids
+    from model.generate import chat_reply
+
+    if temperature < 0 or not 0 < top_p <= 1 or top_k < 0 or max_new_tokens < 1:
+        fail("need --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0 and --max-new-tokens >= 1")
+    model, tokenizer_path, meta = _load(checkpoint, _device(device))
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    try:
+        stop_ids(tokenizer)
+    except ChatError as exc:
+        fail(f"{checkpoint}: {exc}")
+    if "sft" not in meta:
+        typer.echo(f"note: {checkpoint} is not instruction-tuned (run `scratchlm stage sft` on it); its answers "
+                   "will rarely end by themselves", err=True)
+    history = [{"role": "system", "content": system}] if system else []
+    interactive = prompt is None and sys.stdin.isatty()
+
+    def answer(text: str) -> None:
+        history.append({"role": "user", "content": text})
+        on_text = None if as_json else (lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
+        reply = chat_reply(model, tokenizer, history, max_new_tokens, temperature, top_k, top_p, seed, on_text=on_text)
+        history.append({"role": "assistant", "content": reply.text})
+        if as_json:
+            typer.echo(json.dumps({"text": reply.text, "finish_reason": reply.finish_reason, "tokens": reply.tokens},
+                                  ensure_ascii=False))
+        else:
+            sys.stdout.write("\n")
+            if reply.finish_reason == "length":
+                typer.echo(f"[cut off after {reply.tokens} tokens: --max-new-tokens]", err=True)
+
+    try:
+        if prompt is not None:
+            answer(prompt)
+            return
+        while True:
+            if interactive:
+                sys.stderr.write("you> ")
+                sys.stderr.flush()
+            line = sys.stdin.readline()
+            if not line:
+                break
+            if line.strip():
+                answer(line.rstrip("\n"))
+    except KeyboardInterrupt:
+        sys.stdout.write("\n")
+
+
+def serve_model_command(
+    checkpoint: Path = typer.Argument(..., help="sft artifact, pretrain artifact or checkpoint folder, or a folder "
+                                                "`scratchlm export` wrote."),
+    port: int = typer.Option(8000, "--port", help="Port on 127.0.0.1."),
+    engine: str = typer.Option("auto", "--engine", help="transformers (`transformers serve`, CPU or GPU), vllm "
+                                                        "(`vllm serve`, GPU), or auto: vllm when installed, else transformers."),
+    export_dir: Optional[Path] = typer.Option(None, "--export-dir", help="Where to write the Hugging Face export "
+                                                                         "[default: a temporary folder, removed on exit]."),
+    device: str = typer.Option("auto", "--device", help="transformers engine: auto, cpu, cuda:0."),
+    lifetime: float = typer.Option(0, "--lifetime", help="Stop the server after this many seconds (0: run until Ctrl-C)."),
+):
+    from flows.serve_model import ServeError, serve_model
+
+    if not checkpoint.exists():
+        fail(f"{checkpoint}: no such file or folder")
+    if not 0 < port < 65536:
+        fail(f"--port: must be between 1 and 65535, got {port}")
+    if lifetime < 0:
+        fail(f"--lifetime: must not be negative, got {lifetime}")
+    try:
+        code = serve_model(checkpoint, port, engine, export_dir, device, lifetime, echo=lambda m: typer.echo(m, err=True))
+    except ServeError as exc:
+        fail(str(exc))
+    raise typer.Exit(code)
+
+
 HELP = {
     "generate": "Continue a prompt with a pretrained GPT (pretrain artifact or checkpoint folder), "
               "printing tokens as they are produced. The prompt is the argument, or stdin.",
     "export": "Export a pretrained GPT to a folder that transformers loads with no custom code "
               "(AutoModelForCausalLM / AutoTokenizer.from_pretrained): Llama config, safetensors, "
               "tokenizer files. Also what lm-evaluation-harness runs on (see README).",
+    "chat": "Chat with a fine-tuned model (sft artifact): one answer to PROMPT, or a conversation on stdin "
+            "(history kept). The answer streams as it is generated and stops at the end-of-turn marker; --json "
+            "prints {text, finish_reason, tokens}.",
+    "serve-model": "Serve a model over an OpenAI-compatible API on 127.0.0.1 with an existing server: exports it "
+                   "to Hugging Face format (chat template, stop tokens) and runs `transformers serve` (CPU/GPU) or "
+                   "`vllm serve` (GPU, when installed) on the folder. POST /v1/chat/completions.",
     "make-benchmark": "Build the crawl-made multiple-choice task (HellaSwag JSONL: ctx, endings, label) "
               "from held-out documents: context = the start of a paragraph, endings = its true "
               "continuation and 3 from other documents. Deterministic for a seed.",
@@ -140,3 +247,5 @@ def register(app: typer.Typer) -> None:
     app.command("generate", help=HELP["generate"])(generate_command)
     app.command("export", help=HELP["export"])(export_command)
     app.command("make-benchmark", help=HELP["make-benchmark"])(make_benchmark_command)
+    app.command("chat", help=HELP["chat"])(chat_command)
+    app.command("serve-model", help=HELP["serve-model"])(serve_model_command)

@@ -9,6 +9,13 @@ logits agree (tests/test_export.py). <|endoftext|> is end of text and, as in GPT
 of-sequence token too: it is what the model saw before every document during training (lm-eval
 uses the BOS token as the context of an empty prompt). Options Llama cannot express (qk_norm) are
 refused with ExportError.
+
+When the tokenizer has the chat markers, the folder also carries the chat template (model/chat.py's
+CHAT_TEMPLATE, as `chat_template.jinja` and in `tokenizer_config.json`) and `generation_config.json`
+lists <|assistant_end|> and <|endoftext|> as `eos_token_id`, so transformers' generate and the
+OpenAI-compatible servers (`transformers serve`, vLLM) render chats as sft trained and stop at the
+end of the assistant's turn. `export_peft` writes an sft artifact's LoRA adapter in PEFT's format
+beside an HF export of its base model.
 """
 from __future__ import annotations
 
@@ -20,6 +27,8 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+
+from model.chat import ASSISTANT_END, CHAT_MARKERS, CHAT_TEMPLATE
 
 EOT_TOKEN, PAD_TOKEN = "<|endoftext|>", "<|pad|>"
 
@@ -123,10 +132,56 @@ def export_hf(model, tokenizer_path: str | Path, output: str | Path, dtype: str 
             "add_eos_token": False,
             "clean_up_tokenization_spaces": False,
         }
+        stop_ids = [eot_id]
+        chat_ids = [tokenizer.token_to_id(marker) for marker in CHAT_MARKERS]
+        if None not in chat_ids:
+            # The chat template sft trains with (model/chat.py), for apply_chat_template and the
+            # servers built on it; a turn ends at <|assistant_end|>, so generation stops there too.
+            tokenizer_config["chat_template"] = CHAT_TEMPLATE
+            (tmp / "chat_template.jinja").write_text(CHAT_TEMPLATE)
+            stop_ids = [tokenizer.token_to_id(ASSISTANT_END), eot_id]
         (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
-        generation = {"bos_token_id": eot_id, "eos_token_id": eot_id, "pad_token_id": pad_id,
-                      "do_sample": True, "temperature": 0.8, "top_k": 50, "max_new_tokens": 128}
+        generation = {"bos_token_id": eot_id, "eos_token_id": stop_ids if len(stop_ids) > 1 else eot_id,
+                      "pad_token_id": pad_id, "do_sample": True, "temperature": 0.8, "top_k": 50, "max_new_tokens": 128}
         (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+        if output.exists():
+            shutil.rmtree(output)
+        os.replace(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return output
+
+
+def export_peft(artifact: str | Path, output: str | Path, overwrite: bool = False) -> Path:
+    """An sft artifact trained with LoRA → `output/` holding its adapter (adapter_config.json,
+    adapter_model.safetensors) and `output/base/`, the HF export of the model it was trained from,
+    which adapter_config.json names as base_model_name_or_path:
+
+        PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("out/base"), "out")
+        vllm serve out/base --enable-lora --lora-modules chat=out
+    """
+    from model.checkpoint import CheckpointError, load_model, read_config
+
+    artifact, output = Path(artifact), Path(output)
+    adapter = artifact / "adapter_config.json"
+    if not adapter.is_file() or not (artifact / "adapter_model.safetensors").is_file():
+        raise ExportError(f"{artifact}: no LoRA adapter here (adapter_config.json; sft writes one with --lora-rank)")
+    if output.exists() and not (overwrite or (output.is_dir() and not any(output.iterdir()))):
+        raise ExportError(f"{output}: already exists (choose a new folder, or --overwrite)")
+    base = (read_config(artifact).get("sft") or {}).get("base")
+    try:
+        model, tokenizer_path, _ = load_model(base or "", "cpu")
+    except CheckpointError as exc:
+        raise ExportError(f"{artifact}: its base model {base} cannot be loaded ({exc})") from None
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        export_hf(model, tokenizer_path, tmp / "base")
+        config = json.loads(adapter.read_text())
+        config["base_model_name_or_path"] = str((output / "base").resolve())
+        (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+        shutil.copyfile(artifact / "adapter_model.safetensors", tmp / "adapter_model.safetensors")
         if output.exists():
             shutil.rmtree(output)
         os.replace(tmp, output)

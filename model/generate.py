@@ -4,10 +4,13 @@
 each new token costs one position; without it, every step re-runs the whole (cropped) sequence, as
 nanoGPT's generate does. Greedy output is the same either way (tested). When the cache is full
 (block_size positions), it is refilled from the last half block of tokens and generation goes on.
+`chat_reply` is one assistant turn of a conversation rendered with model/chat.py's template; it
+stops at <|assistant_end|> (finish_reason "stop") or after max_new_tokens ("length").
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 
@@ -104,3 +107,38 @@ def generate_text(model, tokenizer, prompt: str, max_new_tokens: int = 100, temp
         if token != eot:
             stream.push(token)
     return stream.text()
+
+
+# ------------------------------------------------------------------------------------------ chat
+
+@dataclass
+class ChatReply:
+    text: str
+    finish_reason: str  # "stop": the model ended its turn (<|assistant_end|> or <|endoftext|>); "length": cut off
+    tokens: int  # tokens generated, the stop marker included
+
+
+def chat_reply(model, tokenizer, messages: Sequence[dict], max_new_tokens: int = 256, temperature: float = 0.7,
+               top_k: int = 50, top_p: float = 1.0, seed: int = 0, on_text: Callable[[str], None] | None = None,
+               use_cache: bool = True) -> ChatReply:
+    """The assistant's next turn after `messages` (model/chat.py's template, generation prompt added).
+    Text pieces go to `on_text` as they are produced; generation stops at the end-of-turn marker."""
+    from model.chat import render_chat, stop_ids
+
+    stops = stop_ids(tokenizer)
+    ids, _ = render_chat(tokenizer, messages, add_generation_prompt=True)
+    stream = TextStream(tokenizer)
+    finish, count = "length", 0
+    for token in generate_tokens(model, ids, max_new_tokens, temperature, top_k, top_p, seed,
+                                 stop_ids=stops, use_cache=use_cache):
+        count += 1
+        if token in stops:
+            finish = "stop"
+            break
+        piece = stream.push(token)
+        if piece and on_text is not None:
+            on_text(piece)
+    rest = stream.flush()
+    if rest and on_text is not None:
+        on_text(rest)
+    return ChatReply(stream.text(), finish, count)

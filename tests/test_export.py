@@ -56,7 +56,8 @@ def test_transformers_loads_the_export_and_agrees(tokenizer_path, tmp_path, shap
     eot = ours_tok.token_to_id("<|endoftext|>")
     assert hf_tok.eos_token_id == eot and hf_tok.bos_token_id == eot
     assert hf_tok.pad_token_id == ours_tok.token_to_id("<|pad|>")
-    assert GenerationConfig.from_pretrained(folder).eos_token_id == eot
+    # a turn of the chat template ends at <|assistant_end|>: generation stops there and at <|endoftext|>
+    assert GenerationConfig.from_pretrained(folder).eos_token_id == [ours_tok.token_to_id("<|assistant_end|>"), eot]
     # greedy decoding in transformers continues the same way as ours
     prompt = ours_tok.encode("the dog").ids
     with torch.no_grad():
@@ -86,7 +87,7 @@ def test_export_command(tokenizer_path, tmp_path):
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert config["model_type"] == "llama" and config["num_key_value_heads"] == 2 and config["vocab_size"] == vocab
     assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == [
-        "config.json", "generation_config.json", "model.safetensors", "special_tokens_map.json",
+        "chat_template.jinja", "config.json", "generation_config.json", "model.safetensors", "special_tokens_map.json",
         "tokenizer.json", "tokenizer_config.json"]
     refused = subprocess.run(cli + [str(qk), "--output", str(tmp_path / "qk-hf")], capture_output=True, text=True,
                              cwd=REPO, timeout=240)

@@ -13,6 +13,7 @@ STAGE_MODULES = {
     "tokenize": "pipeline.stages.tokenize",
     "pretrain": "pipeline.stages.pretrain",
     "evaluate": "pipeline.stages.evaluate",
+    "sft": "pipeline.stages.sft",
     "classify": "pipeline.stages.classify",
 }
 
