@@ -15,6 +15,7 @@ STAGE_MODULES = {
     "evaluate": "pipeline.stages.evaluate",
     "sft": "pipeline.stages.sft",
     "classify": "pipeline.stages.classify",
+    "dpo": "pipeline.stages.dpo",
 }
 
 

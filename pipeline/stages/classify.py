@@ -143,7 +143,6 @@ def run_classify(files: list[Path], config: ClassifyConfig, out_dir: Path, again
     from model.classify import (ClassifyError, ClassifyTrainConfig, classification_report, encode_texts, predict,
                                 save_classifier, train_classifier)
     from model.lora import LoRAError, merge_lora, save_peft_adapter
-    from model.train import plot_losses
 
     if config.cpu_threads > 0:
         torch.set_num_threads(config.cpu_threads)
@@ -198,7 +197,8 @@ def run_classify(files: list[Path], config: ClassifyConfig, out_dir: Path, again
     shutil.copyfile(tokenizer_path, out_dir / "tokenizer.json")
     side.update({name: out_dir / name for name in ("model.safetensors", "config.json", "tokenizer.json",
                                                     "metrics.jsonl", "eval.json")})
-    if plot_losses(out_dir / "metrics.jsonl", out_dir / "loss.png", title=f"classify ({config.trainable})"):
+    if plot_metrics(out_dir / "metrics.jsonl", out_dir / "loss.png", f"classify ({config.trainable})",
+                    [("cross-entropy", ("loss", "val_loss")), ("accuracy", ("val_accuracy",))]):
         side["loss.png"] = out_dir / "loss.png"
     if "confusion_matrix" in report and plot_confusion(report, out_dir / "confusion.png"):
         side["confusion.png"] = out_dir / "confusion.png"
@@ -224,6 +224,36 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(f"classify: accuracy {report['accuracy']:.4f} on {report['items']} examples "
                      f"(majority class {base['label']!r}: {base['accuracy']:.4f}), macro F1 {report['macro_f1']:.4f}")
     return lines
+
+
+def plot_metrics(metrics_path: Path, png: Path, title: str, panels) -> bool:
+    """One panel per (y label, metrics.jsonl keys) against the step; a key's missing steps are skipped."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
+    panels = [(label, keys) for label, keys in panels if any(k in r for r in rows for k in keys)]
+    if not rows or not panels:
+        return False
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), dpi=100, squeeze=False)
+    for ax, (label, keys) in zip(axes[0], panels):
+        for key in keys:
+            points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+            if points:
+                ax.plot(*zip(*points), "o-" if len(points) < 30 else "-", ms=3, lw=1.2, label=key)
+        ax.set_xlabel("step")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)
+    return True
 
 
 def plot_confusion(report: dict, path: Path) -> bool:
