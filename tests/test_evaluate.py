@@ -3,6 +3,7 @@
 A tiny GPT is trained here for a few dozen steps on documents with a fixed pattern ("the dog
 barks loudly. ..."), so the right answers are known; a zero-logit model is the uniform baseline
 whose scores follow from token counts alone."""
+import hashlib
 import json
 import math
 import subprocess
@@ -359,8 +360,160 @@ def test_evaluate_stage_writes_report_and_caches(world, tmp_path):
     task = json.loads((made.path / "eval.json").read_text())["benchmarks"][0]
     assert task["name"] == "crawl-continuation" and task["items"] == 24 and task["chance"] == 0.25  # 8 docs × 3
     assert len((made.path / "continuation-task.jsonl").read_text().splitlines()) == 24
+    # its path is relative to the artifact (the work folder it was written in is renamed away), and
+    # its sha256 names the file that is there
+    assert task["path"] == "continuation-task.jsonl" and ".work" not in json.dumps(json.loads((made.path / "eval.json").read_text())["benchmarks"])
+    assert hashlib.sha256((made.path / task["path"]).read_bytes()).hexdigest() == task["sha256"]
     other_tokenizer = train_tokenizer(tmp_path / "other.json", pattern_text(50), vocab_size=280)
     other_tokens = write_token_parts(tmp_path / "other-tokens", other_tokenizer, world["docs"][:10])
     from pipeline.errors import StageError
     with pytest.raises(StageError, match="another tokenizer"):
         run_stage(stage, [world["checkpoint"]], EvaluateConfig(tokens=str(other_tokens), prompt=[]), store)
+
+
+# ------------------------------------------------------------- official formats (HellaSwag, MMLU)
+
+def test_hellaswag_published_fields_get_lm_evals_preprocessing(tmp_path):
+    """lm_eval/tasks/hellaswag/utils.py: activity_label + ": " + ctx_a + " " + ctx_b.capitalize(),
+    " [title]" → ". ", other [...] markers removed, double spaces made single; endings too."""
+    records = [
+        {"ind": 4, "activity_label": "Removing ice from car", "ctx_a": "Then, the man writes over the snow.",
+         "ctx_b": "then", "ctx": "ignored when the published fields are there",
+         "endings": [", the man adds wax.", ", the man walks away.", "a woman [step] smiles.", "he stops."], "label": "3"},
+        {"activity_label": "Home and Garden", "ctx_a": "[header] How to grow tomatoes [title] Pick a sunny spot.",
+         "ctx_b": "", "endings": ["[substeps] Dig  a hole.", "Eat it.", "Sing.", "Sleep."], "label": 0},
+    ]
+    bench = read_benchmark(write_lines(tmp_path / "hellaswag.jsonl", records))
+    assert bench.format == "hellaswag"
+    first, second = bench.items
+    assert first.context == "Removing ice from car: Then, the man writes over the snow. Then"
+    assert first.choices == [", the man adds wax.", ", the man walks away.", "a woman smiles.", "he stops."]
+    assert first.label == 3
+    assert second.context == "Home and Garden: How to grow tomatoes. Pick a sunny spot."
+    assert second.choices[0] == " Dig a hole."  # lm-eval strips before it removes the marker
+    # the crawl-made task's records (ctx only) are scored on ctx as written
+    plain = read_benchmark(write_lines(tmp_path / "plain.jsonl", [{"ctx": "A [b] c", "endings": ["x", "y"], "label": 0}]))
+    assert plain.items[0].context == "A [b] c"
+
+
+def test_mmlu_is_read_with_lm_evals_prompt(tmp_path):
+    records = [{"question": " Which organ pumps blood? ", "subject": "high_school_biology",
+                "choices": ["lung", "heart", "liver", "skin"], "answer": 1},
+               {"question": "2+2?", "subject": "elementary_mathematics", "choices": ["3", "4", "5", "6"], "answer": "B"}]
+    bench = read_benchmark(write_lines(tmp_path / "mmlu.jsonl", records))
+    assert bench.format == "mmlu"
+    item = bench.items[0]
+    assert item.context == ("The following are multiple choice questions (with answers) about high school biology.\n\n"
+                            "Which organ pumps blood?\nA. lung\nB. heart\nC. liver\nD. skin\nAnswer:")
+    assert item.choices == ["A", "B", "C", "D"] and item.label == 1 and item.subject == "high_school_biology"
+    assert bench.items[1].label == 1 and bench.items[1].context.startswith(
+        "The following are multiple choice questions (with answers) about elementary mathematics.\n\n2+2?\nA. 3")
+    with pytest.raises(BenchmarkError, match=r"mmlu3.jsonl:1: field 'choices' must be a list of 4 strings"):
+        read_benchmark(write_lines(tmp_path / "mmlu3.jsonl", [{**records[0], "choices": ["a", "b", "c"]}]))
+    with pytest.raises(BenchmarkError, match=r"mmlu5.jsonl:1: answer 7 is not a choice"):
+        read_benchmark(write_lines(tmp_path / "mmlu5.jsonl", [{**records[0], "answer": 7}]))
+
+
+def test_acc_per_subject_with_macro_and_micro_averages():
+    from model.evaluate import choice_metrics
+
+    def item(subject, right):
+        return {"pred": 0 if right else 1, "pred_norm": 0, "pred_bytes": 0, "label": 0, "choices": 4, "subject": subject}
+
+    per_item = [item("anatomy", True), item("anatomy", True), item("anatomy", False), item("virology", False)]
+    metrics = choice_metrics(per_item)
+    assert metrics["subjects"]["anatomy"]["acc"] == pytest.approx(2 / 3) and metrics["subjects"]["anatomy"]["items"] == 3
+    assert metrics["subjects"]["virology"]["acc"] == 0.0
+    assert metrics["acc_macro"] == pytest.approx((2 / 3 + 0) / 2)  # each subject weighs the same
+    assert metrics["acc_micro"] == metrics["acc"] == 0.5  # each item weighs the same (lm-eval's weight_by_size)
+    assert "subjects" not in choice_metrics([{**i, "subject": ""} for i in per_item])
+
+
+# ------------------------------------------------------------ held-out set, standard errors, digests
+
+def test_held_out_texts_score_the_same_bytes_as_the_split_with_standard_errors(world):
+    from model.evaluate import texts_sha256
+
+    tok, files = world["tokenizer"], [world["tokens"] / "part-00000.parquet"]
+    val_texts = [text for split, text in world["docs"] if split == "val"]
+    from_split = evaluate_held_out(world["model"], files, tok, show_progress=False, keep_documents=True)
+    from_texts = evaluate_held_out(world["model"], files, tok, "held-out", texts=val_texts, show_progress=False,
+                                   keep_documents=True)
+    # the same documents, whether read from token parts or from text: the same bytes, digest and scores
+    assert from_split["sha256"] == from_texts["sha256"] == texts_sha256(val_texts)
+    assert from_split["documents"] == from_texts["documents"] == len(val_texts)
+    assert from_split["bytes"] == sum(len(t.encode()) for t in val_texts)
+    for key in ("bits_per_byte", "bits_per_byte_stderr", "loss", "loss_stderr"):
+        assert from_texts[key] == pytest.approx(from_split[key], rel=1e-9)
+    documents = from_texts["_documents"]
+    assert documents.bytes.tolist() == [len(t.encode()) for t in val_texts]
+    assert documents.texts == val_texts
+    # the delta-method standard error against a bootstrap over documents
+    rng = np.random.default_rng(0)
+    n = len(val_texts)
+    boot = []
+    for _ in range(4000):
+        pick = rng.integers(0, n, n)
+        boot.append(documents.bpb_nats[pick].sum() / math.log(2) / documents.bytes[pick].sum())
+    assert from_texts["bits_per_byte_stderr"] == pytest.approx(np.std(boot), rel=0.15)
+    assert 0 < from_texts["bits_per_byte_stderr"] < 0.2 * from_texts["bits_per_byte"]
+
+
+def test_decontamination_finds_13_grams_of_the_training_data():
+    from pipeline.decontaminate import TrainingNgrams, contaminated
+
+    training = TrainingNgrams(["One two three four five six seven eight nine ten eleven twelve thirteen fourteen.",
+                               "a b c"])
+    texts = ["ONE two, three four five six seven eight nine ten eleven twelve thirteen!",  # case and punctuation
+             "zero one two three four five six seven eight nine ten eleven twelve",           # shifted: no 13-gram
+             "two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen",
+             "A  B c",                                                                        # a short text, whole
+             "one two three"]
+    found = contaminated(training, texts)
+    assert found.flags.tolist() == [True, False, True, True, False]
+    assert found.overlap[2] == pytest.approx(1 / 3)  # 15 words: 3 13-grams, the first one trained on
+    assert contaminated(training, texts, min_overlap=0.6).flags.tolist() == [True, False, False, True, False]
+    assert found.summary()["items"] == 3 and found.summary()["of"] == 5
+
+
+def test_evaluate_stage_on_a_held_out_file_with_contamination_counts(world, tmp_path):
+    """--held-out: the set is named by its text's sha256; documents and benchmark items that share a
+    13-gram with the train split the checkpoint saw are counted, and every score is given without them."""
+    from model.evaluate import texts_sha256
+    from pipeline.runner import run_stage
+    from pipeline.stages import get_stage
+    from pipeline.stages.evaluate import EvaluateConfig
+    from storage.store import ArtifactStore
+
+    trained = [text for split, text in world["docs"] if split == "train"][:6]  # 13 words each: one 13-gram
+    novel = [" ".join(f"novel{d}word{i}" for i in range(20)) for d in range(6)]
+    held_out = write_lines(tmp_path / "held-out.jsonl", [{"text": t} for t in trained + novel])
+    copied = [{"ctx": f"{t} the {a}", "endings": [f"{SOUNDS[a]} loudly.", "swims slowly."], "label": 0}
+              for t, a in zip(trained[:3], ANIMALS)]  # the context holds a training document
+    fresh = [{"ctx": f"the {a}", "endings": [f"{SOUNDS[a]} loudly.", "swims slowly."], "label": 0} for a in ANIMALS[3:]]
+    bench = write_lines(tmp_path / "bench.jsonl", copied + fresh)
+    config = EvaluateConfig(held_out=str(held_out), benchmark=[str(bench)], prompt=[], device="cpu", continuation_task=0)
+    result = run_stage(get_stage("evaluate"), [world["checkpoint"]], config, ArtifactStore(tmp_path / "store"))
+    report = json.loads((result.path / "eval.json").read_text())
+    held = report["held_out"]
+    assert held["set"]["kind"] == "held-out" and held["set"]["path"] == str(held_out.resolve())
+    assert held["sha256"] == held["set"]["sha256"] == texts_sha256(trained + novel) and held["documents"] == 12
+    assert held["contamination"]["items"] == 6 and held["contamination"]["of"] == 12
+    assert held["contamination"]["clean"]["documents"] == 6
+    assert held["bits_per_byte_stderr"] > 0 and held["loss_stderr"] > 0
+    scored = report["benchmarks"][0]
+    assert scored["contamination"]["items"] == 3 and scored["contamination"]["clean"]["items"] == len(fresh)
+    assert scored["sha256"] == hashlib.sha256(bench.read_bytes()).hexdigest()
+    assert scored["contamination"]["clean"]["acc"] == np.mean(scored["per_item"]["acc"][3:])
+    assert report["decontamination"]["training_documents"] == sum(1 for s, _ in world["docs"] if s == "train")
+    records = {r["name"]: r for r in result.manifest["stats"]["scores"]}
+    assert records["held_out.bits_per_byte"]["sha256"] == held["sha256"]
+    assert records["held_out.bits_per_byte"]["contaminated"] == 6
+    assert records["bench.acc"]["sha256"] == scored["sha256"] and records["bench.acc"]["contaminated"] == 3
+    assert result.manifest["stats"]["items_scored"] == len(copied + fresh)
+    # the same text as another file is the same set; different text is another key
+    changed = write_lines(tmp_path / "held-out-2.jsonl", [{"text": t} for t in trained + novel[:-1]])
+    other = run_stage(get_stage("evaluate"), [world["checkpoint"]], EvaluateConfig(held_out=str(changed), prompt=[],
+                      device="cpu", continuation_task=0, decontaminate=False), ArtifactStore(tmp_path / "store"))
+    other_held = json.loads((other.path / "eval.json").read_text())["held_out"]
+    assert other_held["sha256"] != held["sha256"] and "contamination" not in other_held
