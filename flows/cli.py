@@ -156,7 +156,7 @@ def run_pipeline(
             if flow is scratchlm_pipeline else {}
         outputs = flow(crawl=crawl_paths, store=str(store or default_root()), until=until, workers=workers, runner=runner,
                        dask_address=dask_address, **model_params, **{parameter_name(n): c for n, c in configs.items()
-                                                                     if n in DATA_STAGES or flow is scratchlm_pipeline})
+                                                                     if n in DATA_STAGES or (flow is scratchlm_pipeline and n in PIPELINE)})
     except StageError as exc:
         fail(str(exc))
     from storage.store import load_manifest
