@@ -60,6 +60,27 @@ def classify_command(
         typer.echo(f"{labels[i]}\t{float(probs[i]):.4f}")
 
 
+def is_classifier(folder: Path) -> bool:
+    try:
+        return json.loads((folder / "config.json").read_text()).get("kind") == "classifier"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def export_classifier(artifact: Path, output: Path, overwrite: bool = False) -> None:
+    """`scratchlm export` of a classify artifact: a folder transformers loads as LlamaForSequenceClassification."""
+    from model.classify import ClassifyError, export_sequence_classification, load_classifier
+    from model.export import ExportError
+
+    try:
+        classifier, meta = load_classifier(artifact)
+        path = export_sequence_classification(classifier, meta["labels"], artifact / "tokenizer.json", output,
+                                              overwrite=overwrite)
+    except (ClassifyError, ExportError) as exc:
+        fail(str(exc))
+    typer.echo(str(path))
+
+
 def register(app: typer.Typer) -> None:
     app.command("classify", help="Classify a text with a classify artifact: prints the label and its probability "
                                  "(tab-separated; --top N for more labels, --json for all).")(classify_command)

@@ -96,6 +96,10 @@ def export_command(
         except ExportError as exc:
             fail(str(exc))
         return
+    from flows.cli_align import export_classifier, is_classifier
+
+    if is_classifier(checkpoint):  # a classify artifact: LlamaForSequenceClassification
+        return export_classifier(checkpoint, output, overwrite)
     model, tokenizer_path, _ = _load(checkpoint)
     try:
         path = export_hf(model, tokenizer_path, output, dtype=dtype, overwrite=overwrite)

@@ -169,7 +169,8 @@ def export_peft(artifact: str | Path, output: str | Path, overwrite: bool = Fals
         raise ExportError(f"{artifact}: no LoRA adapter here (adapter_config.json; sft writes one with --lora-rank)")
     if output.exists() and not (overwrite or (output.is_dir() and not any(output.iterdir()))):
         raise ExportError(f"{output}: already exists (choose a new folder, or --overwrite)")
-    base = (read_config(artifact).get("sft") or {}).get("base")
+    meta = read_config(artifact)
+    base = (meta.get("sft") or {}).get("base") or meta.get("base")  # sft's, or dpo's and classify's
     try:
         model, tokenizer_path, _ = load_model(base or "", "cpu")
     except CheckpointError as exc:

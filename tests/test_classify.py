@@ -195,3 +195,32 @@ def test_an_eval_label_never_trained_on_is_refused(setup, tmp_path):
     out = CliRunner().invoke(app, ["stage", "classify", "--input", str(setup["checkpoint"]), "--data", str(setup["train"]),
                                    "--eval-data", str(unseen), "--store", str(tmp_path / "s")])
     assert out.exit_code == 2 and "'zoo' never occur" in out.stderr and "eval.jsonl" in out.stderr, out.stderr
+
+
+def test_export_of_a_classify_artifact_and_its_adapter(setup, tmp_path):
+    """`scratchlm export` writes LlamaForSequenceClassification from a classify artifact; `--format peft`
+    writes the LoRA adapter with the base model beside it, and the two give the same logits."""
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    from flows.cli import app
+    from pipeline.runner import RunOptions, run_stage
+    from pipeline.stages.classify import STAGE, ClassifyConfig
+    from storage.store import ArtifactStore
+
+    config = ClassifyConfig(data=[str(setup["train"])], eval_data=[str(setup["eval"])], trainable="lora",
+                            lora_rank=2, max_steps=4, lr=3e-3, cpu_threads=1)
+    artifact = run_stage(STAGE, [setup["checkpoint"]], config, ArtifactStore(tmp_path / "store"),
+                         RunOptions(progress=False)).path
+    for args in (["export", str(artifact), "-o", str(tmp_path / "hf")],
+                 ["export", "--format", "peft", str(artifact), "-o", str(tmp_path / "peft")]):
+        out = CliRunner().invoke(app, args)
+        assert out.exit_code == 0, out.stderr
+    merged = AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
+    base = AutoModelForSequenceClassification.from_pretrained(tmp_path / "peft" / "base", num_labels=3,
+                                                              dtype=torch.float32)
+    adapted = PeftModel.from_pretrained(base, tmp_path / "peft").eval()
+    ids = torch.tensor([encode_texts(Tokenizer.from_file(str(artifact / "tokenizer.json")), ["the animal is a cat"], 64)[0]])
+    with torch.no_grad():
+        assert (merged(input_ids=ids).logits - adapted(input_ids=ids).logits).abs().max().item() <= 1e-4
+    assert merged.config.id2label == {0: "farm", 1: "pet", 2: "wild"}

@@ -167,6 +167,19 @@ def test_lora_dpo_writes_a_peft_adapter_and_merged_weights(setup, tmp_path):
     base, _, _ = load_model(setup["checkpoint"])
     moved = [n for n, p in tuned.state_dict().items() if not torch.equal(p, base.state_dict()[n])]
     assert moved and all(n.split(".")[-2] in ("q_proj", "k_proj", "v_proj", "o_proj") for n in moved)
+    # `export --format peft`: the adapter on the exported base model computes the merged model's logits
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from flows.cli import app
+
+    out = CliRunner().invoke(app, ["export", "--format", "peft", str(result.path), "-o", str(tmp_path / "peft")])
+    assert out.exit_code == 0, out.stderr
+    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tmp_path / "peft" / "base",
+                                                                             dtype=torch.float32), tmp_path / "peft")
+    ids = torch.randint(0, tuned.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (adapted.eval()(ids).logits - tuned(ids)[0]).abs().max().item() <= 1e-4
 
 
 @pytest.mark.parametrize("content, says", [
