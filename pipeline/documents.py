@@ -474,6 +474,20 @@ def _first_line(exc: BaseException) -> str:
 
 # ---------------------------------------------------------------------------------- artifacts
 
+def nothing_readable(fault_messages: Sequence[str], files: int, shown_files: int = 4) -> StageError:
+    """No input file yielded a single document, and some could not be read as documents: the
+    error of a stage that would otherwise write an empty artifact with exit 0. One line naming
+    each file (up to `shown_files`) by its first problem; fault messages start with the file name."""
+    first_by_file: dict[str, str] = {}
+    for message in fault_messages:
+        first_by_file.setdefault(message.split(": ", 1)[0], message)
+    shown = list(first_by_file.values())[:shown_files]
+    more = len(first_by_file) - len(shown)
+    where = "its one file" if files == 1 else f"any of its {files} files"
+    return StageError(f"nothing readable in the input (not one document in {where}): " + "; ".join(shown)
+                      + (f"; and {more} more file{'s' if more > 1 else ''}" if more else ""))
+
+
 def artifact_stage(folder: str | os.PathLike) -> str | None:
     """The stage that made an artifact folder, or None if it is not one."""
     folder = Path(folder)

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.documents import expand_inputs, has_suffix, parquet_rows
+from pipeline.documents import expand_inputs, has_suffix, nothing_readable, parquet_rows
 from pipeline.errors import ConfigError, ShardError, StageError, check_config, check_range
 from pipeline.knobs import key_fields, knob
 from pipeline.stage import GlobalStage, ShardContext, ShardStage
@@ -170,7 +170,7 @@ def _run_shards(stage: ShardStage, files, digests, config, store: ArtifactStore,
     shards = [_load_json(d / SHARD_MANIFEST) for d in shard_dirs]
     messages = [m for s in shards for m in s.get("fault_messages", [])]
     if not any(s["stats"]["docs_in"] for s in shards) and messages:
-        raise StageError(f"nothing readable in the input: {messages[0]}" + (f" (and {len(messages) - 1} more)" if len(messages) > 1 else ""))
+        raise nothing_readable(messages, len(files))
     stats = sum_stats([s["stats"] for s in shards])
     stats["fault_messages"] = messages[:100]
     stats["shards"] = {"total": len(shards), "computed": len(todo), "reused": len(shards) - len(todo)}
@@ -479,6 +479,8 @@ def _run_global(stage: GlobalStage, files, digests, config, store: ArtifactStore
     extra = {"shards": ShardCache(store, stage, config, options, digests)} if stage.cached_shards else {}
     try:
         outputs, stats, side = stage.run(files, config, scratch, against=against, **extra)
+        if not stats.get("docs_in") and stats.get("fault_messages"):  # as shard stages: no empty artifact
+            raise nothing_readable(stats["fault_messages"], len(files))
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise

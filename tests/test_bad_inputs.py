@@ -8,6 +8,7 @@ value of the wrong type) the day it is registered. Commands run in-process (type
 a few end-to-end cases run `python -m flows.cli` as a user would."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -269,6 +270,63 @@ def test_a_json_document_is_read_as_json_not_line_by_line(tmp_path):
     assert [d["id"] for d in read_documents(as_lines, on_bad)] == ["lines:0", "lines:1"]
     assert len(faults) == 2
 
+
+
+# Stages that read documents (Parquet/JSONL/JSON rows); extract reads `html`, the others `text`.
+DOCUMENT_STAGES = [s for s in ("extract", "langid", "quality", "dedup", "train-tokenizer", "tokenize") if s in STAGE_MODULES]
+
+
+def _not_documents(folder: Path, name: str = "records.json") -> Path:
+    """A JSON object whose array holds records without `text` (or `html`): passes the look at the
+    file before any work, yields no document when read."""
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text(json.dumps({"records": [{"title": "a"}, {"title": "b", "body": "no text"}]}))
+    return folder
+
+
+def _written_artifacts(store: Path, stage: str) -> list[str]:
+    """Anything in the store's stage folder but the per-file shard cache: artifacts, temp folders."""
+    folder = store / stage
+    return sorted(p.name for p in folder.iterdir() if p.name != "_shards") if folder.is_dir() else []
+
+
+@pytest.mark.parametrize("stage", DOCUMENT_STAGES)
+def test_input_without_a_single_document_fails_and_writes_no_artifact(stage, stage_args, knob_values, tmp_path):
+    """Was: "0 docs in, 0 out", exit 0 and an empty artifact. Now one line naming the file and why."""
+    folder = _not_documents(tmp_path / "in")
+    store = tmp_path / "s"
+    args = stage_args(stage)  # and the knobs a run needs though the config check lets them be empty (tokenizer)
+    args += [a for k, v in knob_values.items() if k in {f.name for f in dataclasses.fields(get_stage(stage).config_cls)}
+             and "--" + k.replace("_", "-") not in args for a in ("--" + k.replace("_", "-"), v)]
+    line = assert_one_line_error(invoke(args, ["--input", folder, "--store", store]), "records.json")
+    assert "not one document" in line and "records.json: row 0 has no" in line, line
+    assert _written_artifacts(store, stage) == []
+    # A second file of the same kind: both named in the one line.
+    (folder / "more.json").write_text(json.dumps([{"title": "c"}]))
+    line = assert_one_line_error(invoke(args, ["--input", folder, "--store", store]), "more.json")
+    assert "records.json" in line and "any of its 2 files" in line, line
+    assert _written_artifacts(store, stage) == []
+
+
+@pytest.mark.parametrize("stage", [s for s in ("quality", "dedup") if s in STAGE_MODULES])  # a shard and a global stage
+def test_one_unreadable_file_among_good_ones_stays_a_counted_fault(stage, tmp_path):
+    folder = _not_documents(tmp_path / "in")
+    (folder / "good.jsonl").write_text(json.dumps({"text": "A document with a few plain words in it."}) + "\n")
+    result = run_stage(get_stage(stage), [folder], store=ArtifactStore(tmp_path / "s"),
+                       options=RunOptions(workers=1, progress=False))
+    stats = result.manifest["stats"]
+    assert stats["docs_in"] == 1 and stats["docs_out"] <= 1 and sum(stats["faults"].values()) >= 1
+    assert any(m.startswith("records.json") for m in stats["fault_messages"])
+
+
+def test_no_document_in_the_input_as_a_user_sees_it(tmp_path):
+    """A real process, the global stage that used to write an empty artifact: exit 2, one line."""
+    folder = _not_documents(tmp_path / "in")
+    proc = scratchlm("stage", "dedup", "--input", folder, "--no-progress", store=tmp_path / "s")
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(errors) == 1 and "records.json: row 0 has no 'text'" in errors[0], proc.stderr
+    assert proc.stdout == "" and _written_artifacts(tmp_path / "s", "dedup") == []
 
 # ----------------------------------------------------------------------------------- options
 

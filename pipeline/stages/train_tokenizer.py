@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import xxhash
 from tqdm import tqdm
 
-from pipeline.documents import stage_inputs
+from pipeline.documents import nothing_readable, stage_inputs
 from pipeline.errors import StageError
 from pipeline.knobs import knob
 from pipeline.stage import GlobalStage, ShardContext
@@ -64,6 +64,8 @@ def run_train_tokenizer(files: list[Path], config: TrainTokenizerConfig, out_dir
         docs_in += table.num_rows
         bytes_in += int(pc.sum(pc.fill_null(pc.binary_length(table.column("text")), 0)).as_py() or 0)
         capped_total += int(pc.sum(pc.min_element_wise(lengths, config.doc_max_chars)).as_py() or 0)
+    if docs_in == 0 and ctx.fault_messages:
+        raise nothing_readable(ctx.fault_messages, len(files))
     if capped_total == 0:
         raise StageError("train-tokenizer: the input holds no text to train on")
     rate = config.max_chars / capped_total
