@@ -224,3 +224,25 @@ def test_export_of_a_classify_artifact_and_its_adapter(setup, tmp_path):
     with torch.no_grad():
         assert (merged(input_ids=ids).logits - adapted(input_ids=ids).logits).abs().max().item() <= 1e-4
     assert merged.config.id2label == {0: "farm", 1: "pet", 2: "wild"}
+
+
+def test_the_sample_data_is_what_its_script_builds(tmp_path):
+    """data/align/classify-*.jsonl and dpo-train.jsonl come from the bundled crawl, byte for byte, and
+    read without an error in the stages' readers."""
+    import importlib.util
+
+    from model.classify import read_labelled
+    from model.dpo import read_preferences
+
+    folder = Path(__file__).resolve().parent.parent / "data" / "align"
+    spec = importlib.util.spec_from_file_location("make_classify_dpo", folder / "make_classify_dpo.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    train, evaluation, pairs = script.build()
+    for rows, name in ((train, "classify-train.jsonl"), (evaluation, "classify-eval.jsonl"), (pairs, "dpo-train.jsonl")):
+        script.write_jsonl(rows, tmp_path / name)
+        assert (tmp_path / name).read_bytes() == (folder / name).read_bytes(), f"{name}: rerun data/align/make_classify_dpo.py"
+    labels = {label for _, label in read_labelled(folder / "classify-train.jsonl")}
+    assert labels == {"handbook", "install", "python", "libreoffice", "books"}
+    assert {label for _, label in read_labelled(folder / "classify-eval.jsonl")} <= labels
+    assert len(read_preferences(folder / "dpo-train.jsonl")) == 400
