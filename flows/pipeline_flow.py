@@ -236,14 +236,16 @@ def _with_held_out(configs: dict[str, Any], held_out: str) -> dict[str, Any]:
 
 
 def _model_parameters() -> list[inspect.Parameter]:
-    P = inspect.Parameter
-    return [P("held_out", P.KEYWORD_ONLY, annotation=str, default=""),
-            P("seeds", P.KEYWORD_ONLY, annotation=list[int], default=[])]
+    return [run_parameter("held_out", str, "", help="A fixed held-out set evaluate scores instead of the val split (text "
+                          "JSONL/Parquet, a folder, or a dedup/tokenize artifact): the same bytes for every run."),
+            run_parameter("seeds", list[int], [], help="Pretrain and evaluate once per seed, e.g. [0, 1, 2]; the report "
+                          "gives mean ± spread across seeds (empty: once, with pretrain's own seed).")]
 
 
 model_pipeline = flow(name="scratchlm-model", log_prints=True)(with_signature(
     _model, "model_pipeline",
-    [_input("tokens")] + _common("evaluate", runner=False) + _model_parameters() + stage_parameters(_stages(SUBFLOWS["model"])),
+    [_input("tokens")] + _common("evaluate", runner=False, until_choices=SUBFLOWS["model"]) + _model_parameters()
+    + stage_parameters(_stages(SUBFLOWS["model"])),
     "Pretrain a GPT on a token artifact and evaluate it (run this deployment where the GPU is). `held_out`: a fixed "
     "held-out set for evaluate (text files or a dedup/tokenize artifact); `seeds`: pretrain and evaluate once per seed."))
 
