@@ -234,7 +234,7 @@ HELP = {
               "printing tokens as they are produced. The prompt is the argument, or stdin.",
     "export": "Export a pretrained GPT to a folder that transformers loads with no custom code "
               "(AutoModelForCausalLM / AutoTokenizer.from_pretrained): Llama config, safetensors, "
-              "tokenizer files. Also what lm-evaluation-harness runs on (see README).",
+              "tokenizer files. Also what lm-evaluation-harness runs on (see docs/design.md).",
     "chat": "Chat with a fine-tuned model (sft artifact): one answer to PROMPT, or a conversation on stdin "
             "(history kept). The answer streams as it is generated and stops at the end-of-turn marker; --json "
             "prints {text, finish_reason, tokens}.",
