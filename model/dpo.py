@@ -92,9 +92,12 @@ def encode_pairs(tokenizer, records, max_len: int) -> tuple[list[PreferencePair]
 
     pairs, too_long = [], 0
     for where, prompt, chosen, rejected in records:
-        start = len(render_chat(tokenizer, prompt, add_generation_prompt=True)[0])
+        prompt_ids = render_chat(tokenizer, prompt, add_generation_prompt=True)[0]
+        start = len(prompt_ids)
         ids_w = render_chat(tokenizer, prompt + chosen)[0]
         ids_l = render_chat(tokenizer, prompt + rejected)[0]
+        if ids_w[:start] != prompt_ids or ids_l[:start] != prompt_ids:  # the template renders turn by turn
+            raise DPOError(f"{where}: the prompt does not render as a prefix of prompt + answer")
         if max(len(ids_w), len(ids_l)) > max_len:
             too_long += 1
             continue

@@ -119,7 +119,7 @@ def run_dpo(files: list[Path], config: DPOConfig, out_dir: Path, against=()):
 
     from model.chat import ChatError
     from model.checkpoint import CheckpointError, load_model
-    from model.dpo import (PAD_TOKEN, DPOTrainConfig, encode_pairs, metrics_from_logps, preference_metrics,
+    from model.dpo import (PAD_TOKEN, DPOError, DPOTrainConfig, encode_pairs, metrics_from_logps, preference_metrics,
                            reference_logps, train_dpo)
     from model.lora import apply_lora, merge_lora, save_peft_adapter
 
@@ -132,7 +132,7 @@ def run_dpo(files: list[Path], config: DPOConfig, out_dir: Path, against=()):
     except CheckpointError as exc:
         raise StageError(str(exc)) from None
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
-    pad_id = tokenizer.token_to_id(PAD_TOKEN)
+    pad_id = tokenizer.token_to_id(PAD_TOKEN) or 0  # any id: padded positions are never scored
     train_records, val_records = split_records(read_pairs(config.data), config.val_fraction)
     max_len = min(config.max_len or model.config.block_size, model.config.block_size)
     try:
@@ -140,6 +140,8 @@ def run_dpo(files: list[Path], config: DPOConfig, out_dir: Path, against=()):
         val, val_too_long = encode_pairs(tokenizer, val_records, max_len)
     except ChatError as exc:
         raise StageError(f"{tokenizer_path}: {exc}") from None
+    except DPOError as exc:
+        raise StageError(str(exc)) from None
     if not train:
         raise StageError(f"dpo: no training pair fits in {max_len} tokens ({too_long} longer); raise --max-len")
 
