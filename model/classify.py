@@ -208,6 +208,13 @@ class ClassifyTrainConfig:
     labels: list[str] = field(default_factory=list)  # fixed label order (default: sorted training labels)
 
 
+def class_weights(counts: list[int]) -> torch.Tensor:
+    """--balance: loss weight N / (classes × count) per class, so each class weighs the same in the
+    loss whatever its number of examples (weight × count is N / classes for every class present)."""
+    total, present = sum(counts), sum(1 for c in counts if c)
+    return torch.tensor([total / (present * c) if c else 0.0 for c in counts])
+
+
 def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
     """Linear warmup, then cosine decay to 10% of the peak."""
     if step < warmup:
@@ -233,11 +240,7 @@ def train_classifier(model: GPT, tokenizer, train: list[tuple[str, str]], config
     rows = encode_texts(tokenizer, [t for t, _ in train], config.max_len)
     targets = [index[label] for _, label in train]
     counts = Counter(targets)
-    # --balance: each class weighs the same in the loss, whatever its number of examples.
-    weight = None
-    if config.balance:
-        weight = torch.tensor([len(targets) / (len(labels) * counts[i]) if counts[i] else 0.0
-                               for i in range(len(labels))], device=device)
+    weight = class_weights([counts[i] for i in range(len(labels))]).to(device) if config.balance else None
     steps_per_epoch = math.ceil(len(rows) / config.batch_size)
     total = config.max_steps or config.epochs * steps_per_epoch
     params = [p for p in classifier.parameters() if p.requires_grad]

@@ -246,3 +246,19 @@ def test_the_sample_data_is_what_its_script_builds(tmp_path):
     assert labels == {"handbook", "install", "python", "libreoffice", "books"}
     assert {label for _, label in read_labelled(folder / "classify-eval.jsonl")} <= labels
     assert len(read_preferences(folder / "dpo-train.jsonl")) == 400
+
+
+def test_balance_gives_every_class_the_same_total_weight(tokenizer):
+    from model.classify import ClassifyTrainConfig, class_weights, train_classifier
+
+    weights = class_weights([90, 9, 1, 0])
+    assert torch.allclose(weights[:3] * torch.tensor([90.0, 9.0, 1.0]), torch.full((3,), 100 / 3)) and weights[3] == 0
+    # on a 9:1 set, the balanced loss of the first step is the mean of the two classes' losses, not
+    # the example-weighted mean, so it differs from the unbalanced one from the same start
+    rows = [("the animal is a dog", "pet")] * 18 + [("the animal is a goat", "farm")] * 2
+    first = {}
+    for balance in (False, True):
+        config = ClassifyTrainConfig(balance=balance, max_steps=1, batch_size=20)
+        _, summary = train_classifier(tiny_gpt(tokenizer.get_vocab_size()), tokenizer, rows, config, progress=False)
+        first[balance] = summary["first_loss"]
+    assert abs(first[True] - first[False]) > 1e-4
