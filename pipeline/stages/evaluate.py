@@ -240,7 +240,8 @@ def run_evaluate(files: list[Path], config: EvaluateConfig, out_dir: Path, again
         from pipeline.decontaminate import contaminated
 
         found = contaminated(training, documents.texts, config.contamination_overlap)
-        held["contamination"] = {**found.summary(), "clean": documents.metrics(~found.flags) if (~found.flags).any() else None}
+        held["contamination"] = {**found.summary(), "clean": documents.metrics(~found.flags) if (~found.flags).any() else None,
+                                 "documents": [int(i) for i in found.flags.nonzero()[0]]}  # which ones, by position
     report["benchmarks"] = []
     for bench in benchmarks:
         flags = None
@@ -251,7 +252,8 @@ def run_evaluate(files: list[Path], config: EvaluateConfig, out_dir: Path, again
             flags = found.flags.tolist()
         scored = score_benchmark(model, tokenizer, bench, config.batch_size, contaminated=flags, per_item=True)
         if flags is not None:
-            scored["contamination"]["seconds"] = found.summary()["seconds"]
+            scored["contamination"].update(seconds=found.summary()["seconds"],
+                                           positions=[i for i, flagged in enumerate(flags) if flagged])
         report["benchmarks"].append(scored)
     report["generations"] = [
         {"prompt": prompt, "text": generate_text(model, tokenizer, prompt, config.max_new_tokens, config.temperature,
