@@ -212,7 +212,7 @@ def serve_pipeline(
     cron: str = typer.Option("0 3 * * *", "--cron", help="Schedule of retokenize-incremental (cron, UTC)."),
     tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="The fixed tokenizer (train-tokenizer artifact) of incremental runs [default: the last one used, else the newest in the store]."),
     poll_minutes: float = typer.Option(5, "--poll-minutes", help="crawl-watch looks for new crawl files this often (0: no crawl-watch)."),
-    only: Optional[list[str]] = typer.Option(None, "--only", help="Serve only these groups: pipeline, data, tokens, model, stages, incremental (e.g. --only model on the GPU machine)."),
+    only: Optional[list[str]] = typer.Option(None, "--only", help="Serve only these groups: pipeline, data, tokens, model, align, stages, incremental (e.g. --only model align on the GPU machine)."),
 ):
     if crawl:
         check_crawl(crawl)

@@ -229,6 +229,59 @@ def serve_model_command(
     raise typer.Exit(code)
 
 
+def align_command(
+    model: Path = typer.Option(..., "--model", "-m", help="Pretrain artifact (or checkpoint folder) to align."),
+    data: Optional[list[Path]] = typer.Option(None, "--data", help="Instruction data for sft (JSONL/JSON; repeat for "
+                                                                   "several). Required."),
+    preferences: Optional[list[Path]] = typer.Option(None, "--preferences", help="Preference pairs for dpo "
+                                                                                "(prompt, chosen, rejected); without them dpo is skipped."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="A knob, STAGE.KNOB=VALUE (repeatable), e.g. sft.lora_rank=8."),
+    store: Optional[Path] = typer.Option(None, "--store", envvar="SCRATCHLM_STORE", help="Artifact store root [default: ./artifacts]."),
+):
+    import dataclasses
+
+    from flows.options import check_store, parse_assignments
+    from pipeline.errors import StageError
+    from pipeline.stages import STAGE_MODULES, get_stage
+
+    names = [n for n in ("sft", "dpo") if n in STAGE_MODULES]
+    check_store(store)
+    for path in [model, *(data or []), *(preferences or [])]:
+        if not path.exists():
+            fail(f"{path}: no such file or folder")
+    from model.chat import ChatDataError, read_chat_examples
+    from pipeline.stages.sft import model_input_files
+
+    try:  # everything a user can get wrong, before a Prefect server starts
+        model_input_files([model])
+        if not data:
+            fail("--data: give the instruction data for sft (JSONL/JSON)")
+        for path in data:
+            read_chat_examples(path)
+    except (StageError, ChatDataError) as exc:
+        fail(str(exc))
+    for path in preferences or []:
+        if not path.is_file():
+            fail(f"{path}: not a file (preference pairs: JSONL or JSON)")
+    try:
+        configs = parse_assignments(set_ or [], {n: get_stage(n).config_cls() for n in names})
+    except typer.BadParameter as exc:
+        fail(str(exc))
+    configs["sft"] = dataclasses.replace(configs["sft"], data=[str(p.resolve()) for p in data])
+    if "dpo" in configs and preferences:
+        configs["dpo"] = dataclasses.replace(configs["dpo"], data=[str(p.resolve()) for p in preferences])
+    from flows.align_flow import align_pipeline
+    from storage.store import default_root
+
+    try:
+        outputs = align_pipeline(model=[str(model)], store=str(store or default_root()), **configs)
+    except StageError as exc:
+        fail(str(exc))
+    for name, path in outputs.items():
+        typer.echo(f"{name:5s} {path}", err=True)
+    typer.echo(list(outputs.values())[-1])
+
+
 HELP = {
     "generate": "Continue a prompt with a pretrained GPT (pretrain artifact or checkpoint folder), "
               "printing tokens as they are produced. The prompt is the argument, or stdin.",
@@ -241,6 +294,8 @@ HELP = {
     "serve-model": "Serve a model over an OpenAI-compatible API on 127.0.0.1 with an existing server: exports it "
                    "to Hugging Face format (chat template, stop tokens) and runs `transformers serve` (CPU/GPU) or "
                    "`vllm serve` (GPU, when installed) on the folder. POST /v1/chat/completions.",
+    "align": "Run the scratchlm-align Prefect flow on a pretrained model: sft on --data, then dpo on "
+             "--preferences when given. Cached like every stage; prints the last artifact.",
     "make-benchmark": "Build the crawl-made multiple-choice task (HellaSwag JSONL: ctx, endings, label) "
               "from held-out documents: context = the start of a paragraph, endings = its true "
               "continuation and 3 from other documents. Deterministic for a seed.",
@@ -253,3 +308,4 @@ def register(app: typer.Typer) -> None:
     app.command("make-benchmark", help=HELP["make-benchmark"])(make_benchmark_command)
     app.command("chat", help=HELP["chat"])(chat_command)
     app.command("serve-model", help=HELP["serve-model"])(serve_model_command)
+    app.command("align", help=HELP["align"])(align_command)

@@ -8,6 +8,7 @@ process; stop it with Ctrl-C:
 - `scratchlm-data/crawl-to-corpus`      the data stages (ingest … dedup)
 - `scratchlm-tokens/corpus-to-tokens`   train-tokenizer and tokenize
 - `scratchlm-model/tokens-to-model`     pretrain and evaluate (serve `--only model` on the GPU machine)
+- `scratchlm-align/model-to-chat`       sft, then dpo when preference data is given (flows/align_flow.py)
 - `stage-NAME/NAME`                     each registered stage on its own inputs
 - `retokenize-incremental/nightly`      cron schedule (nightly by default): new crawl files → tokens
 - `crawl-watch/poll`                    every few minutes: runs retokenize-incremental as soon as the
@@ -23,7 +24,7 @@ from flows import pipeline_flow as pf
 
 DEPLOYMENT_NAME = "crawl-to-corpus"
 NIGHTLY = "0 3 * * *"
-GROUPS = ("pipeline", "data", "tokens", "model", "stages", "incremental")
+GROUPS = ("pipeline", "data", "tokens", "model", "align", "stages", "incremental")
 
 
 def _deploy(flow, name: str, description: str, parameters: dict | None = None, **schedule):
@@ -76,6 +77,11 @@ def deployments(crawl: list[str] | None = None, store: str | None = None, every_
     if "model" in only:
         found.append(_deploy(pf.model_pipeline, "tokens-to-model", "Pretrain and evaluate on a token artifact "
                              "(serve this one on the GPU machine).", store_only))
+    if "align" in only:
+        from flows.align_flow import align_pipeline
+
+        found.append(_deploy(align_pipeline, "model-to-chat", "Instruction-tune (sft) and preference-tune (dpo) a "
+                             "pretrained model; serve with --only align on the GPU machine.", store_only))
     if "stages" in only:
         for name, stage_flow in pf.STAGE_FLOWS.items():
             found.append(_deploy(stage_flow, name, stage_flow.fn.__doc__, store_only))

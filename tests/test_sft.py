@@ -162,3 +162,20 @@ def test_chat_command(full):
     untuned = _cli("chat", base, "hi", "--max-new-tokens", "5", "--json")  # a base model: it says so, and runs
     assert untuned.returncode == 0 and "not instruction-tuned" in untuned.stderr
     assert json.loads(untuned.stdout.strip().splitlines()[-1])["tokens"] <= 5
+
+
+def test_align_flow_runs_sft_and_caches(tmp_path, prefect_server):
+    """scratchlm-align: sft as a cached task (a second run comes back with the same artifact), dpo
+    skipped without preference data; deployed as scratchlm-align/model-to-chat."""
+    from flows.align_flow import align_pipeline
+    from flows.deployments import deployments
+    from model.sft_config import SFTConfig
+
+    base, _ = base_checkpoint(tmp_path / "m", steps=5)
+    data = write_instructions(tmp_path / "a.jsonl", repeat=1)
+    config = SFTConfig(data=[str(data)], max_steps=2, batch_tokens=128)
+    first = align_pipeline(model=[str(base)], store=str(tmp_path / "store"), sft=config)
+    again = align_pipeline(model=[str(base)], store=str(tmp_path / "store"), sft=config)
+    assert set(first) == {"sft"} and again == first
+    assert (Path(first["sft"]) / "manifest.json").is_file()
+    assert "scratchlm-align/model-to-chat" in {f"{d.flow_name}/{d.name}" for d in deployments(only=("align",))}
