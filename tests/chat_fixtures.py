@@ -21,14 +21,14 @@ def write_instructions(path: Path, repeat: int = 8) -> Path:
     return path
 
 
-def base_checkpoint(root: Path, steps: int = 60) -> tuple[Path, Path]:
+def base_checkpoint(root: Path, steps: int = 60, **sizes) -> tuple[Path, Path]:
     """(checkpoint folder, tokenizer.json) of a tiny GPT pretrained on the patterned text."""
     from tokenizers import Tokenizer
 
     root.mkdir(parents=True, exist_ok=True)
     tokenizer_path = train_tokenizer(root / "tokenizer.json", pattern_text(200))
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
-    model = tiny_gpt(tokenizer.get_vocab_size())
+    model = tiny_gpt(tokenizer.get_vocab_size(), **sizes)
     train_on(model, tokenizer, pattern_text(200), steps=steps)
     return write_checkpoint(root / "base", model, tokenizer_path), tokenizer_path
 

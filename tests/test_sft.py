@@ -179,3 +179,55 @@ def test_align_flow_runs_sft_and_caches(tmp_path, prefect_server):
     assert set(first) == {"sft"} and again == first
     assert (Path(first["sft"]) / "manifest.json").is_file()
     assert "scratchlm-align/model-to-chat" in {f"{d.flow_name}/{d.name}" for d in deployments(only=("align",))}
+
+
+def test_chat_form_multiple_choice(tmp_path):
+    """Chat-form scoring (model/chat_eval.py) = the letter with the highest logit right after the
+    assistant marker, computed one item at a time; a model tuned on the format beats chance."""
+    import random
+
+    from model.benchmarks import ChoiceItem
+    from model.chat_eval import chat_question, letter_ids, score_chat_choices
+    from model.sft import fine_tune
+    from model.sft_config import SFTConfig
+
+    rng = random.Random(0)
+    animals = ["dog", "cat", "horse", "mouse"]
+
+    def item(animal):  # choices in a fixed order: the model has to learn the format and which letter goes with which animal
+        choices = [f"it {SOUNDS[a]}" for a in animals]
+        return ChoiceItem(QUESTION.format(animal=animal), choices, animals.index(animal))
+
+    train = [item(rng.choice(animals)) for _ in range(160)]
+    with open(tmp_path / "mc.jsonl", "w") as f:
+        for it in train:
+            f.write(json.dumps({"prompt": chat_question(it), "completion": "ABCD"[it.label]}) + "\n")
+    base, _ = base_checkpoint(tmp_path / "m", block_size=128)
+    fine_tune(SFTConfig(max_steps=150, batch_tokens=1024, lr=3e-3, val_fraction=0), base, [tmp_path / "mc.jsonl"],
+              tmp_path / "sft", progress=False)
+    model, tokenizer_path, _ = load_model(tmp_path / "sft")
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    test = [item(a) for a in animals for _ in range(3)]
+    scored = score_chat_choices(model, tokenizer, test, batch_size=7)
+    letters = letter_ids(tokenizer, 4)
+    one_by_one = []
+    for it in test:
+        ids, _ = render_chat(tokenizer, [{"role": "user", "content": chat_question(it)}], add_generation_prompt=True)
+        with torch.no_grad():
+            logits = model(torch.tensor([ids]))[0][0, -1]
+        one_by_one.append(int(torch.argmax(logits[letters])))
+    assert scored["predictions"] == one_by_one
+    assert scored["chance"] == 0.25 and scored["acc"] > 0.5, scored["acc"]
+    # the evaluate stage scores the same in chat form beside the base-model form (auto: an sft artifact)
+    from pipeline.runner import RunOptions, run_stage
+    from pipeline.stages import get_stage
+    from pipeline.stages.evaluate import EvaluateConfig
+    from storage.store import ArtifactStore
+
+    bench = tmp_path / "animals-mc.jsonl"
+    bench.write_text("".join(json.dumps({"ctx": it.context, "endings": it.choices, "label": it.label}) + "\n" for it in test))
+    result = run_stage(get_stage("evaluate"), [tmp_path / "sft"], EvaluateConfig(benchmark=[str(bench)], prompt=[],
+                       continuation_task=0), ArtifactStore(tmp_path / "store"), RunOptions(progress=False))
+    report = json.loads((result.path / "eval.json").read_text())
+    assert report["benchmarks"][0]["chat_form"]["acc"] == scored["acc"]
+    assert "acc_norm" in report["benchmarks"][0]  # the base-model form beside it

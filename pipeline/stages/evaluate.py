@@ -60,6 +60,9 @@ class EvaluateConfig:
                                        "(scratchlm make-benchmark, every long paragraph) from the val split of the "
                                        "token data; written beside the report as continuation-task.jsonl (0: off).")
     max_items: int = knob(0, "Score at most the first N items of each benchmark (0: all).")
+    chat_form: str = knob("auto", "Also score multiple-choice benchmarks in chat form (question and lettered choices "
+                                  "as the user's turn, the letter's logit after the assistant marker; model/chat_eval.py) "
+                                  "beside the base-model form. auto: for sft artifacts.", choices=("auto", "on", "off"))
     max_val_tokens: int = knob(200_000, "Held-out tokens for loss and bits per byte (0: the whole val split).")
     prompt: list[str] = knob(list(DEFAULT_PROMPTS), "Prompt of a sampled generation in the report; repeat for several.")
     max_new_tokens: int = knob(48, "Tokens generated per prompt.")
@@ -251,6 +254,10 @@ def run_evaluate(files: list[Path], config: EvaluateConfig, out_dir: Path, again
             found = contaminated(training, [item.text for item in bench.items], config.contamination_overlap)
             flags = found.flags.tolist()
         scored = score_benchmark(model, tokenizer, bench, config.batch_size, contaminated=flags, per_item=True)
+        if bench.kind == "multiple_choice" and (config.chat_form == "on" or (config.chat_form == "auto" and "sft" in meta)):
+            from model.chat_eval import score_chat_choices
+
+            scored["chat_form"] = score_chat_choices(model, tokenizer, bench.items, config.batch_size)
         if flags is not None:
             scored["contamination"].update(seconds=found.summary()["seconds"],
                                            positions=[i for i, flagged in enumerate(flags) if flagged])
@@ -387,6 +394,10 @@ def summary_lines(report: dict) -> list[str]:
             lines.append(f"{b['name']}: acc {b['acc']:.4f} ± {_fmt(b['acc_stderr'])}, acc_norm {b['acc_norm']:.4f} "
                          f"± {_fmt(b['acc_norm_stderr'])}{macro} (chance {b['chance']:.3f}, {b['items']} items"
                          f"{_contamination_text(b.get('contamination'))})")
+            if "chat_form" in b:
+                chat = b["chat_form"]
+                lines.append(f"{b['name']} (chat form): acc {chat['acc']:.4f} ± {_fmt(chat['acc_stderr'])} "
+                             f"(chance {chat['chance']:.3f})")
         else:
             lines.append(f"{b['name']}: acc {b['acc']:.4f} ± {_fmt(b['acc_stderr'])}, perplexity "
                          f"{b['perplexity']:.2f} ({b['items']} items{_contamination_text(b.get('contamination'))})")
