@@ -2,11 +2,15 @@
 
 Self-contained for a bare GPU box (Python 3.12, torch 2.11+, transformers; no Prefect, no network, no
 dataset: the batches are random tokens, which cost a training step exactly what real ones do). From
-the repository it imports only model/ (model.gpt, model.mfu):
+the repository it imports only model/ (model.gpt, model.mfu, model.export), finding it by its own
+path (no PYTHONPATH needed):
 
-    PYTHONPATH=. python benchmarks/gpu_pretrain.py --out gpu_pretrain.json        # ~3-5 min on one H100/H200
-    PYTHONPATH=. python benchmarks/gpu_pretrain.py --batch 16 --models ours        # smaller GPU, ours only
-    PYTHONPATH=. python benchmarks/gpu_pretrain.py --smoke                         # CPU, tiny shapes, 3 steps
+    python benchmarks/gpu_pretrain.py                           # ~3-5 min on one H100/H200
+    python benchmarks/gpu_pretrain.py --batch 16 --models ours  # smaller GPU, ours only
+    python benchmarks/gpu_pretrain.py --smoke                   # CPU, tiny shapes, 3 steps
+
+The JSON goes to --out, by default gpu_pretrain.json in $OUT when that is set (the device
+runner's output folder), else in the current folder.
 
 One step = forward + loss + backward + fused AdamW step + zero_grad, bf16 autocast (weights and
 optimizer state float32, as in nanoGPT), torch.compile'd model, context 1024. Each model gets
@@ -21,16 +25,20 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import platform
 import sys
 import time
 from pathlib import Path
 
-import torch
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-from model.export import llama_model
-from model.gpt import GPT, config_from_preset
-from model.mfu import peak_flops
+import torch  # noqa: E402
+
+from model.export import llama_model  # noqa: E402
+from model.gpt import GPT, config_from_preset  # noqa: E402
+from model.mfu import peak_flops  # noqa: E402
 
 
 def param_groups(named_params, embedding, weight_decay: float) -> list[dict]:
@@ -50,6 +58,7 @@ def run_one(name: str, args, config, device: torch.device) -> dict:
         groups = ours.optimizer_groups(0.1)
     else:
         model = llama_model(ours)
+        model.config.use_cache = False  # otherwise every training forward builds a KV cache
         groups = param_groups(model.named_parameters(), model.model.embed_tokens.weight, 0.1)
     flops_per_token = ours.flops_per_token(args.seq_len)
     n_params = ours.num_params()
@@ -64,7 +73,7 @@ def run_one(name: str, args, config, device: torch.device) -> dict:
             return compiled(x, targets=y)[1]
     else:
         def loss_of(x, y):
-            return compiled(input_ids=x, labels=y, shift_labels=y).loss  # y is already shifted
+            return compiled(input_ids=x, labels=y, shift_labels=y, use_cache=False).loss  # y is already shifted
 
     autocast_dtype = torch.bfloat16
     generator = torch.Generator(device="cpu").manual_seed(1)
@@ -133,7 +142,7 @@ def main() -> None:
     parser.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny shapes, 3 steps: checks the script runs")
-    parser.add_argument("--out", type=Path, default=Path("gpu_pretrain.json"))
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")) / "gpu_pretrain.json")
     args = parser.parse_args()
     overrides = {}
     if args.smoke:
@@ -191,13 +200,14 @@ def main() -> None:
     except ImportError:
         transformers_version = None
     result = {
-        "command": "PYTHONPATH=. python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "device": device_name, "peak_bf16_flops": peak, "torch": torch.__version__,
         "cuda": torch.version.cuda, "transformers": transformers_version, "python": platform.python_version(),
         "preset": args.preset, "config": vars(config), "batch": args.batch, "seq_len": args.seq_len,
         "warmup_steps": args.warmup, "timed_steps": args.steps, "compile": args.compile, "compile_mode": args.compile_mode, "dtype": "bf16 autocast",
         "flops_per_token": flops_per_token, "results": rows,
     }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")
 

@@ -1,8 +1,8 @@
 """The training loop (model/train.py) on a GPU: bf16 autocast, torch.compile, fused AdamW, MFU in
 metrics.jsonl, checkpoint and resume. One prepared run for a machine with a GPU (a few minutes):
 
-    PYTHONPATH=. python benchmarks/gpu_train_check.py --out gpu_train_check.json
-    PYTHONPATH=. python benchmarks/gpu_train_check.py --smoke      # CPU, tiny shapes: checks the script
+    python benchmarks/gpu_train_check.py            # JSON into $OUT/gpu_train_check.json when $OUT is set
+    python benchmarks/gpu_train_check.py --smoke    # CPU, tiny shapes: checks the script
 
 Needs torch, numpy, pyarrow, safetensors and tokenizers only (no Prefect, no network). Data: Jane
 Austen's paragraphs from tests/fixtures, tokenized by a BPE trained here (vocab 8192), copied
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -33,7 +34,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--batch-tokens", type=int, default=131072)
     parser.add_argument("--micro-batch", type=int, default=32)
-    parser.add_argument("--out", default="")
+    parser.add_argument("--out", default=str(Path(os.environ["OUT"]) / "gpu_train_check.json") if os.environ.get("OUT") else "")
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny preset, a few steps")
     args = parser.parse_args()
 
@@ -71,8 +72,10 @@ def main() -> None:
             "micro_batch": whole["micro_batch"], "grad_accumulation": whole["grad_accumulation"],
             "steps": args.steps, "data_build_s": round(build_s, 1),
             "tokens_per_s_median": statistics.median(r["tokens_per_s"] for r in timed),
+            "tokens_per_s_per_rank_median": statistics.median(r["tokens_per_s_per_rank"] for r in timed),
             "mfu_median": statistics.median(r["mfu"] for r in timed) if timed[0]["mfu"] is not None else None,
-            "loss_first": rows[0]["loss"], "loss_middle": rows[half - 1]["loss"], "loss_last": rows[-1]["loss"],
+            "loss_first": rows[0]["loss"], "loss_last": rows[-1]["loss"],  # logged every 10 steps on a GPU
+            "loss_middle": [r["loss"] for r in rows if r["step"] <= half][-1],
             "val_loss": whole["val_loss"],
             "resume_max_abs_loss_difference": max(differences), "resume_bit_identical": max(differences) == 0.0,
             "resumed_from": resumed["resumed_from"],
@@ -81,6 +84,7 @@ def main() -> None:
         }
     print(json.dumps(result, indent=1))
     if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     assert result["loss_last"] < result["loss_first"], "the loss did not go down"
 

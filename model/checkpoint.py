@@ -5,8 +5,9 @@ A checkpoint folder (and a pretrain artifact, which holds the last one) contains
 - `optimizer.safetensors`: AdamW's per-parameter tensors, named `<param index>.<name>`
   (`exp_avg`, `exp_avg_sq`, `step`); the param groups' hyper-parameters are in config.json;
 - `config.json`, written last: {"format", "model": asdict(GPTConfig), "step", "tokens_seen",
-  "train": the TrainConfig, "loader": one TokenStream state per rank, "rng": RNG states as lists
-  of ints, "optimizer": {"param_groups": [...]}, "data": the token files it trained on};
+  "train": the TrainConfig, "loader": one TokenStream state per rank, "optimizer":
+  {"param_groups": [...]}, "data": the token files it trained on}. No RNG state: training
+  re-seeds from (seed, rank, step) at every step, so a resumed run needs none;
 - `tokenizer.json` (a copy) and `metrics.jsonl` (the steps so far, for a continuous curve).
 
 `save_checkpoint` writes into a hidden temp folder and renames it to `step-NNNNNNN`, so a

@@ -335,7 +335,11 @@ class GPT(nn.Module):
 
     def optimizer_groups(self, weight_decay: float) -> list[dict]:
         """AdamW parameter groups: decay on the matrices of the linear layers; none on norm gains
-        (1-D) and on the embedding table (also when tied as the LM head), as nanoGPT and Llama do."""
+        (1-D) and none on the embedding table (also when tied as the LM head). nanoGPT decays every
+        >= 2-D parameter, its embedding included; we follow OLMo 2, which turned weight decay off
+        for embeddings as one of its stability changes: an embedding row is updated only when its
+        token occurs, so decay applied at every step mostly shrinks the rows of rare tokens.
+        benchmarks/bench_vs_reference.py gives the reference trainer the same groups."""
         embedding = self.embed_tokens.weight
         decay = [p for p in self.parameters() if p.dim() >= 2 and p is not embedding]
         no_decay = [p for p in self.parameters() if p.dim() < 2 or p is embedding]

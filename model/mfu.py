@@ -2,11 +2,16 @@
 
 The peaks are the vendors' dense (no 2:4 sparsity) bf16 tensor-core figures per device name, so an
 MFU here compares with nanoGPT's, nanochat's and llm.c's. Unknown devices (and CPUs) have no peak:
-report achieved FLOP/s only.
+report achieved FLOP/s only, unless SCRATCHLM_PEAK_FLOPS gives the peak (a device missing from
+the table; the tests use it to check the MFU arithmetic on a CPU).
 """
 from __future__ import annotations
 
+import os
+
 import torch
+
+PEAK_ENV = "SCRATCHLM_PEAK_FLOPS"
 
 # Matched against torch.cuda.get_device_name() by substring; the longest matching key wins
 # ("H100 PCIe" over "H100", "A100" over "A10", "L40S" over "L4").
@@ -37,7 +42,10 @@ DEVICE_PEAK_BF16: dict[str, float] = {
 
 
 def peak_flops(device: torch.device | str | None = None) -> float | None:
-    """Peak dense bf16 FLOP/s of a CUDA device by its name, or None (CPU, unknown GPU)."""
+    """Peak dense bf16 FLOP/s of a CUDA device by its name (or $SCRATCHLM_PEAK_FLOPS), or None
+    (CPU, unknown GPU)."""
+    if os.environ.get(PEAK_ENV):
+        return float(os.environ[PEAK_ENV])
     device = torch.device(device) if device is not None else None
     if device is None or device.type != "cuda" or not torch.cuda.is_available():
         return None
@@ -51,5 +59,6 @@ def peak_flops_of_name(name: str) -> float | None:
 
 
 def mfu(flops_per_token: float, tokens_per_s: float, peak: float | None) -> float | None:
-    """Fraction of peak used; None without a known peak."""
+    """Fraction of one device's peak used; None without a known peak. Under DDP pass one rank's
+    tokens/s: the peak is one GPU's."""
     return flops_per_token * tokens_per_s / peak if peak else None

@@ -5,23 +5,29 @@
 
 What a step does: `batch_tokens` tokens (all ranks together) in micro-batches of `micro_batch`
 sequences; gradients accumulate over the micro-batches (DDP all-reduces only on the last one),
-are clipped to `grad_clip`, and AdamW (fused on GPU; no weight decay on norm gains and the
-embedding, see GPT.optimizer_groups) takes a step at the scheduled learning rate: linear warmup,
-then cosine to `min_lr_ratio`·lr, or warmup-stable-decay (WSD: constant, then a linear decay over
-the last `decay_fraction` of the steps). On a GPU the forward runs under bf16 autocast and the
-model is compiled; on a CPU it runs in float32, eagerly, and is deterministic.
+are clipped to `grad_clip`, and AdamW (fused on GPU; weight decay on the linear layers' matrices
+only, see GPT.optimizer_groups) takes a step at the scheduled learning rate: linear warmup, then
+cosine to `min_lr_ratio`·lr, or warmup-stable-decay (WSD: constant, then a linear decay over the
+last `decay_fraction` of the steps). On a GPU the forward runs under bf16 autocast and the model
+is compiled; on a CPU it runs in float32, eagerly, and is deterministic.
 
-Data: TokenStream (model/data.py) gives each rank its own stripe of row groups, in a seeded
-order; its position is part of every checkpoint. Randomness inside a step (dropout) is re-seeded
-from (seed, rank, step) at every step, so a resumed run needs no RNG stream to match an
-uninterrupted one: `--resume <checkpoint or pretrain artifact>` continues with bit-identical
-losses on a CPU. `--stop-at K` ends a run early on the schedule of `--max-steps` (for resuming).
+Data: TokenStream (model/data.py) gives each rank its own stripe of row groups and hands out
+windows from a seeded shuffle buffer (docs/pretraining.md); a background thread prepares (and on
+CUDA pins) the next step's batches while the device computes. Nothing leaves the device between
+logged steps: the loss is summed there and read every `log_every` steps (every step on a CPU,
+every 10th on a GPU). Randomness inside a step (dropout) is re-seeded from (seed, rank, step) at
+every step, so a resumed run needs no saved RNG stream to match an uninterrupted one: `--resume
+<checkpoint or pretrain artifact>` continues with bit-identical losses on a CPU, and refuses a
+max_steps, lr, schedule, batch or optimizer setting other than the checkpoint's unless
+`--resume-new-schedule`. `--stop-at K` ends a run early on the schedule of `--max-steps`.
 
-Output folder: metrics.jsonl (one JSON line per step: step, loss, lr, grad_norm, tokens,
-tokens_per_s, flops_per_s, mfu (null without a known peak, e.g. on a CPU), val_loss on eval
-steps, warning when the loss spikes or the gradient explodes), TensorBoard event files,
-checkpoints/step-NNNNNNN/ (latest only), the final model.safetensors + optimizer.safetensors +
-config.json + tokenizer.json (see model/checkpoint.py), and loss.png.
+Output folder: metrics.jsonl (one JSON line per logged step: step, loss, lr, grad_norm, tokens,
+tokens_per_s (all ranks) and tokens_per_s_per_rank, flops_per_s and mfu per GPU (mfu null without a
+known peak, e.g. on a CPU), val_loss on eval steps, eval (benchmark metrics) on
+--eval-benchmark-every steps, warning when the loss or the gradient norm leaves its recent spread),
+TensorBoard event files, checkpoints/step-NNNNNNN/ (latest only), the final model.safetensors +
+optimizer.safetensors + config.json + tokenizer.json (see model/checkpoint.py), and loss.png
+(model/train_report.py draws it).
 
 Runs where only torch, numpy, pyarrow, safetensors and tokenizers are installed; tqdm,
 matplotlib and tensorboard are used when present."""
@@ -33,8 +39,10 @@ import dataclasses
 import json
 import math
 import os
+import queue
 import shutil
 import sys
+import threading
 import time
 import typing
 from dataclasses import asdict, dataclass
@@ -43,13 +51,19 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from model.checkpoint import CheckpointError, latest_checkpoint, load_training_state, save_checkpoint, write_json_atomic
+from model.checkpoint import (CheckpointError, latest_checkpoint, load_training_state, save_checkpoint,
+                              write_json_atomic)
+from model.checkpoint import read_config as read_checkpoint_config
 from model.data import EOT_TOKEN, DataError, TokenStream, open_token_artifact
 from model.gpt import GPT, config_from_preset
-from model.mfu import peak_flops
+from model.mfu import mfu, peak_flops
 from model.train_config import MAX_NOT_FINITE_STEPS, MICRO_BATCH_TOKENS, TrainConfig, TrainError
+# the report side of training lives in model/train_report.py; re-exported for the fine-tuning loops
+from model.train_report import (RECENT_LOSS_STEPS, Progress, SpikeWatch, log_scalars, plot_losses,  # noqa: F401
+                                summary_lines, tensorboard_writer)
 
-RECENT_LOSS_STEPS = 20  # the summary's "last loss" is the mean of this many final steps (one step is noisy)
+GPU_LOG_EVERY = 10  # on a GPU the loss leaves the device every N steps (a host sync), as in nanoGPT
+GPU_MIN_BATCH_TOKENS = 65536  # below this a GPU step is launch-bound: warn
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
@@ -180,117 +194,49 @@ def validation_loss(model: GPT, files, seq_len: int, batch_size: int, eot_id: in
     return float(sums[0] / sums[1]) if sums[1] > 0 else None
 
 
-# ----------------------------------------------------------------------------------- watching it
-
-class SpikeWatch:
-    """Running mean and deviation of the loss and grad norm; a warning when one jumps far above them."""
-
-    def __init__(self, decay: float = 0.9, warmup: int = 10):
-        self.decay, self.warmup, self.seen = decay, warmup, 0
-        self.loss_mean = self.loss_var = self.norm_mean = 0.0
-
-    def check(self, step: int, loss: float, grad_norm: float) -> str | None:
-        warning = None
-        if not math.isfinite(loss) or not math.isfinite(grad_norm):
-            warning = f"step {step}: loss {loss:.4g}, grad norm {grad_norm:.4g} (not finite)"
-        elif self.seen >= self.warmup:
-            spread = max(4 * math.sqrt(self.loss_var), 0.1 * self.loss_mean)
-            if loss > self.loss_mean + spread:
-                warning = f"step {step}: loss spike {loss:.4f} (running mean {self.loss_mean:.4f})"
-            elif grad_norm > 10 * self.norm_mean:
-                warning = f"step {step}: gradient norm {grad_norm:.3g} exploded (running mean {self.norm_mean:.3g})"
-        if math.isfinite(loss) and math.isfinite(grad_norm):
-            if self.seen == 0:
-                self.loss_mean, self.norm_mean = loss, grad_norm
-            d = self.decay
-            self.loss_var = d * self.loss_var + (1 - d) * (loss - self.loss_mean) ** 2
-            self.loss_mean = d * self.loss_mean + (1 - d) * loss
-            self.norm_mean = d * self.norm_mean + (1 - d) * grad_norm
-            self.seen += 1
-        return warning
-
-
-class Progress:
-    """tqdm on stderr when installed; otherwise a line every 10% of the steps."""
-
-    def __init__(self, total: int, initial: int, enabled: bool):
-        self.total, self.enabled, self.bar = total, enabled, None
-        if enabled:
-            try:
-                from tqdm import tqdm
-
-                self.bar = tqdm(total=total, initial=initial, unit="step", desc="pretrain", file=sys.stderr,
-                                dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 10.0)
-            except ImportError:
-                pass
-
-    def update(self, step: int, loss: float, tokens_per_s: float) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
-            self.bar.update(1)
-        elif self.enabled and (step % max(1, self.total // 10) == 0 or step == self.total):
-            print(f"pretrain: step {step}/{self.total} loss {loss:.4f} {tokens_per_s:,.0f} tok/s", file=sys.stderr)
-
-    def write(self, line: str) -> None:
-        if self.bar is not None:
-            self.bar.write(line, file=sys.stderr)
-        else:
-            print(line, file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def tensorboard_writer(out_dir: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard not installed (a bare GPU box): metrics.jsonl only
-        return None
-    return SummaryWriter(log_dir=str(out_dir), flush_secs=30)
-
-
-def plot_losses(metrics_path: Path, png: Path, reference: float | None = None, title: str = "pretrain") -> Path | None:
-    """loss.png: training loss (and its running mean) and validation loss against tokens seen."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
-    if not rows:
-        return None
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
-    tokens = [r["tokens"] for r in rows]
-    losses = [r["loss"] for r in rows]
-    ax.plot(tokens, losses, lw=0.8, alpha=0.4, color="tab:blue", label="train loss")
-    smooth, mean = [], losses[0]
-    for value in losses:  # an exponential moving average, so the trend shows through batch noise
-        mean = 0.9 * mean + 0.1 * value if math.isfinite(value) else mean
-        smooth.append(mean)
-    ax.plot(tokens, smooth, lw=1.6, color="tab:blue", label="train loss (moving average)")
-    val = [(r["tokens"], r["val_loss"]) for r in rows if r.get("val_loss") is not None]
-    if val:
-        ax.plot(*zip(*val), "o-", color="tab:red", ms=4, label="val loss")
-    if reference is not None and math.isfinite(reference):
-        ax.axhline(reference, ls="--", color="gray", lw=1, label=f"unigram entropy {reference:.2f}")
-    ax.set_xlabel("tokens seen")
-    ax.set_ylabel("cross-entropy (nats/token)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(png)
-    plt.close(fig)
-    return png
-
-
 # --------------------------------------------------------------------------------------- the loop
 
-def gather_loader_states(stream: TokenStream, runtime: Runtime) -> list[dict]:
-    state = stream.state_dict()
+class BatchPrefetcher:
+    """The next step's micro-batches, read (and pinned, on CUDA) by a background thread while the
+    device computes the current step. Each item carries the loader state *after* its batches,
+    so a checkpoint records the position of what was consumed, not of what was prefetched."""
+
+    def __init__(self, stream: TokenStream, accum: int, pin: bool, depth: int = 2):
+        self.stream, self.accum, self.pin = stream, accum, pin
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="batch-prefetch", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                batches = [next(self.stream) for _ in range(self.accum)]
+                if self.pin:
+                    batches = [(x.pin_memory(), y.pin_memory()) for x, y in batches]
+                item = (batches, self.stream.state_dict())
+                while not self.stopping.is_set():
+                    try:
+                        self.queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as exc:  # noqa: BLE001 - handed to the training thread, which raises it
+            self.queue.put((exc, None))
+
+    def next(self) -> tuple[list, dict]:
+        batches, state = self.queue.get()
+        if isinstance(batches, BaseException):
+            raise batches
+        return batches, state
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=10)
+
+
+def gather_loader_states(state: dict, runtime: Runtime) -> list[dict]:
+    """Every rank's loader state (rank 0 writes them all into the checkpoint)."""
     if not runtime.distributed:
         return [state]
     fields = ("epoch", "unit", "doc", "offset", "buffer", "window", "done")
@@ -314,6 +260,65 @@ def token_data(data) -> tuple[list[Path], Path, int, int]:
     if eot_id is None:
         raise DataError(f"{tokenizer_path}: has no {EOT_TOKEN} token")
     return [Path(f) for f in files], Path(tokenizer_path), tokenizer.get_vocab_size(), int(eot_id)
+
+
+# Knobs a resumed run must share with its checkpoint: they shape the learning-rate schedule and the
+# optimizer (changeable only with --resume-new-schedule) or the data order (never changeable).
+SCHEDULE_KNOBS = ("max_steps", "lr", "schedule", "warmup_steps", "min_lr_ratio", "decay_fraction", "batch_tokens",
+                  "weight_decay", "beta1", "beta2", "grad_clip")
+DATA_ORDER_KNOBS = ("seed", "shuffle_tokens")
+
+
+def check_resume(saved: dict, config: TrainConfig, checkpoint: Path) -> None:
+    """Refuse, in one line naming the options, a resume that would silently change the run."""
+    default = TrainConfig()
+    def value(cfg: dict, name: str):
+        v = cfg.get(name, getattr(default, name))
+        return TrainConfig(**{k: cfg.get(k, getattr(default, k)) for k in ("preset", "lr")}).peak_lr() \
+            if name == "lr" else v
+    mine = asdict(config)
+    changed = lambda names: [n for n in names if value(saved, n) != value(mine, n)]  # noqa: E731
+    flag = lambda n: "--" + n.replace("_", "-")  # noqa: E731
+    if order := changed(DATA_ORDER_KNOBS):
+        raise TrainError(f"{checkpoint}: " + ", ".join(f"{flag(n)} {value(mine, n)} differs from the checkpoint's "
+                                                       f"{value(saved, n)}" for n in order) +
+                         " (the data order cannot change on resume)")
+    if (schedule := changed(SCHEDULE_KNOBS)) and not config.resume_new_schedule:
+        raise TrainError(f"{checkpoint}: " + ", ".join(f"{flag(n)} {value(mine, n)} differs from the checkpoint's "
+                                                       f"{value(saved, n)}" for n in schedule) +
+                         "; use --stop-at to end early on the same schedule, or --resume-new-schedule to change it")
+
+
+def batch_size_warning(config: TrainConfig, device_type: str) -> str | None:
+    """A GPU step of few tokens spends its time launching kernels, and few documents a step make a
+    noisy gradient: nanoGPT and nanochat use ~0.5M tokens a step on GPUs."""
+    if device_type == "cuda" and config.batch_tokens < GPU_MIN_BATCH_TOKENS:
+        return (f"--batch-tokens {config.batch_tokens} is far below what a GPU wants (>= {GPU_MIN_BATCH_TOKENS:,}; "
+                "~524,288 in nanoGPT's GPT-2 runs): the GPU will idle and the gradient be noisy")
+    return None
+
+
+def load_eval_benchmark(config: TrainConfig):
+    """(benchmark, tokenizer-independent) read once at the start, so a bad file fails before training."""
+    if not config.eval_benchmark:
+        return None
+    from model.benchmarks import BenchmarkError, read_benchmark
+
+    try:
+        return read_benchmark(config.eval_benchmark)
+    except BenchmarkError as exc:
+        raise TrainError(f"--eval-benchmark {exc}") from None
+
+
+def score_during_training(model: GPT, tokenizer, benchmark) -> dict:
+    """The benchmark's numeric metrics as {"<name>/<metric>": value} (nanochat's CORE-during-training)."""
+    from model.evaluate import score_benchmark
+
+    was_training = model.training
+    scores = score_benchmark(model, tokenizer, benchmark, show_progress=False)
+    model.train(was_training)
+    return {f"{benchmark.name}/{k}": float(v) for k, v in scores.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def train(config: TrainConfig, data, out_dir: str | Path, *, progress: bool = True,
@@ -345,6 +350,9 @@ def _train(config: TrainConfig, data, out_dir: Path, runtime: Runtime, progress:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    log_every = config.log_every or (GPU_LOG_EVERY if device.type == "cuda" else 1)
+    benchmark = load_eval_benchmark(config)
+    warnings = [w for w in (batch_size_warning(config, device.type),) if w]
 
     torch.manual_seed(config.seed)  # same initial weights on every rank
     model = GPT(model_config).to(device)
@@ -356,7 +364,11 @@ def _train(config: TrainConfig, data, out_dir: Path, runtime: Runtime, progress:
     start_step, tokens_seen, first_loss = 0, 0, None
     if config.resume:
         checkpoint = latest_checkpoint(config.resume)
+        check_resume(read_checkpoint_config(checkpoint).get("train", {}), config, checkpoint)
         meta = load_training_state(checkpoint, model, optimizer)
+        for group in optimizer.param_groups:  # equal to the saved ones unless --resume-new-schedule
+            group["betas"] = (config.beta1, config.beta2)
+            group["weight_decay"] = config.weight_decay if group["weight_decay"] else 0.0
         if len(meta["loader"]) != runtime.world_size:
             raise TrainError(f"{checkpoint}: saved with {len(meta['loader'])} rank(s); this run has "
                              f"{runtime.world_size} (the data stripes would differ)")
@@ -383,39 +395,62 @@ def _train(config: TrainConfig, data, out_dir: Path, runtime: Runtime, progress:
 
     flops_per_token = model.flops_per_token(seq_len)
     peak = peak_flops(device)
+    tokenizer = None
+    if benchmark is not None:
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(tokenizer_path))
     writer = tensorboard_writer(out_dir) if runtime.main else None
     bar = Progress(stop, start_step, progress and runtime.main)
+    for warning in warnings:
+        if runtime.main:
+            bar.write(f"warning: {warning}")
     watch = SpikeWatch()
     metrics = open(metrics_path, "a") if runtime.main else None
-    last_loss = val_loss = None
+    last_loss = val_loss = last_eval = None
     recent_losses: list[float] = []  # one step's loss is noisy: the summary also gives the mean of the last ones
     tokens_this_run, time_this_run = 0, 0.0
     not_finite = 0
     checkpoint_dir = out_dir / "checkpoints"
+    prefetch = BatchPrefetcher(stream, accum, pin=device.type == "cuda")
+    loss_sum = torch.zeros((), device=device)  # losses since the last log, summed on the device (no sync)
+    interval_steps, interval_started = 0, time.perf_counter()
     try:
         for step in range(start_step + 1, stop + 1):
-            started = time.perf_counter()
             torch.manual_seed(step_seed(config.seed, runtime.rank, step))
-            batches = [next(stream) for _ in range(accum)]
+            batches, loader_state = prefetch.next()
             lr = lr_at(step, config)
             loss, grad_norm = train_step(step_model, optimizer, batches, lr=lr, grad_clip=config.grad_clip,
                                          device=device, autocast=autocast, ddp=runtime.distributed)
-            if runtime.distributed:
-                dist.all_reduce(loss)
-                loss /= runtime.world_size
-            loss_value, norm_value = float(loss), float(grad_norm)  # waits for the step to finish
-            elapsed = time.perf_counter() - started
+            loss_sum += loss
+            interval_steps += 1
             tokens_seen += config.batch_tokens
-            tokens_per_s = config.batch_tokens / elapsed
-            if step > start_step + 1:  # the first step pays for compilation and warm-up
-                tokens_this_run += config.batch_tokens
+            eval_now = (config.eval_every and step % config.eval_every == 0) or step == config.max_steps
+            bench_now = benchmark is not None and ((config.eval_benchmark_every and step % config.eval_benchmark_every == 0)
+                                                   or step == config.max_steps)
+            checkpoint_now = (config.checkpoint_every and step % config.checkpoint_every == 0) or step == stop
+            if not (step % log_every == 0 or eval_now or bench_now or checkpoint_now):
+                continue  # nothing leaves the device this step
+            # ---- a logged step: the one host sync of the interval
+            if runtime.distributed:
+                dist.all_reduce(loss_sum)
+                loss_sum /= runtime.world_size
+            loss_value, norm_value = float(loss_sum) / interval_steps, float(grad_norm)
+            elapsed = time.perf_counter() - interval_started
+            interval_tokens = config.batch_tokens * interval_steps
+            tokens_per_s = interval_tokens / elapsed
+            per_rank = tokens_per_s / runtime.world_size  # MFU is per GPU: one rank's tokens over one GPU's peak
+            if step > start_step + interval_steps:  # the first interval pays for compilation and warm-up
+                tokens_this_run += interval_tokens
                 time_this_run += elapsed
             first_loss = loss_value if first_loss is None else first_loss
             last_loss = loss_value
-            recent_losses = (recent_losses + [loss_value])[-RECENT_LOSS_STEPS:]
+            recent_losses = (recent_losses + [loss_value] * interval_steps)[-RECENT_LOSS_STEPS:]
             record = {"step": step, "loss": loss_value, "lr": lr, "grad_norm": norm_value, "tokens": tokens_seen,
-                      "tokens_per_s": tokens_per_s, "flops_per_s": flops_per_token * tokens_per_s,
-                      "mfu": flops_per_token * tokens_per_s / peak if peak else None}
+                      "tokens_per_s": tokens_per_s, "tokens_per_s_per_rank": per_rank,
+                      "flops_per_s": flops_per_token * per_rank, "mfu": mfu(flops_per_token, per_rank, peak)}
+            if interval_steps > 1:
+                record["steps_averaged"] = interval_steps
             warning = watch.check(step, loss_value, norm_value)
             if warning:
                 record["warning"] = warning
@@ -425,46 +460,47 @@ def _train(config: TrainConfig, data, out_dir: Path, runtime: Runtime, progress:
             if not_finite >= MAX_NOT_FINITE_STEPS:  # the weights are NaN by now: stop, keep the last checkpoint
                 if runtime.main:
                     metrics.write(json.dumps(record) + "\n")
-                raise TrainError(f"the loss has not been finite for {not_finite} steps (since step "
-                                 f"{step - not_finite + 1}); lower --lr or check the data; the last checkpoint "
-                                 f"is in {checkpoint_dir}")
-            if (config.eval_every and step % config.eval_every == 0) or step == config.max_steps:
+                raise TrainError(f"the loss has not been finite for {not_finite} logged steps (since step "
+                                 f"{step - not_finite * interval_steps + 1}); lower --lr or check the data; the last "
+                                 f"checkpoint is in {checkpoint_dir}")
+            if eval_now:
                 val_loss = validation_loss(model, files, seq_len, micro, eot_id, runtime, config.eval_batches,
                                            autocast, seed=config.seed)
                 record["val_loss"] = val_loss
+            if bench_now and runtime.main:
+                last_eval = record["eval"] = score_during_training(model, tokenizer, benchmark)
             if runtime.main:
                 metrics.write(json.dumps(record) + "\n")
                 metrics.flush()
-                if writer is not None:
-                    for name in ("loss", "lr", "grad_norm", "tokens_per_s", "flops_per_s", "mfu", "val_loss"):
-                        if record.get(name) is not None:
-                            writer.add_scalar(("val/loss" if name == "val_loss" else f"train/{name}"), record[name], step)
-            bar.update(step, loss_value, tokens_per_s)
-            if (config.checkpoint_every and step % config.checkpoint_every == 0) or step == stop:
-                states = gather_loader_states(stream, runtime)
+                log_scalars(writer, record)
+            bar.update(step, loss_value, tokens_per_s, steps=interval_steps)
+            if checkpoint_now:
+                states = gather_loader_states(loader_state, runtime)
                 if runtime.main:
                     meta = {"step": step, "tokens_seen": tokens_seen, "train": asdict(config), "loader": states,
-                            "rng": {"torch": torch.get_rng_state().tolist(),
-                                    "cuda": [s.tolist() for s in torch.cuda.get_rng_state_all()]
-                                    if device.type == "cuda" else []},
                             "data": {"files": [str(f.resolve()) for f in files], "eot_id": eot_id, "seq_len": seq_len},
                             "summary": {"first_loss": first_loss, "last_loss": last_loss, "val_loss": val_loss}}
                     metrics.flush()
                     save_checkpoint(checkpoint_dir, model, optimizer, meta, tokenizer_path, metrics_path)
+            loss_sum.zero_()
+            interval_steps, interval_started = 0, time.perf_counter()
     finally:
+        prefetch.close()
         bar.close()
         if metrics is not None:
             metrics.close()
         if writer is not None:
             writer.close()
 
+    tokens_per_s = tokens_this_run / time_this_run if time_this_run else None
     summary = {"steps": stop, "resumed_from": start_step, "first_loss": first_loss, "last_loss": last_loss,
                "recent_loss": sum(recent_losses) / len(recent_losses) if recent_losses else None,
                "val_loss": val_loss, "tokens_seen": tokens_seen, "seq_len": seq_len, "micro_batch": micro,
                "grad_accumulation": accum, "world_size": runtime.world_size, "device": str(device),
-               "params": model.num_params(), "flops_per_token": flops_per_token,
-               "tokens_per_s": tokens_this_run / time_this_run if time_this_run else None}
-    summary["mfu"] = flops_per_token * summary["tokens_per_s"] / peak if peak and summary["tokens_per_s"] else None
+               "params": model.num_params(), "flops_per_token": flops_per_token, "tokens_per_s": tokens_per_s,
+               "tokens_per_s_per_rank": tokens_per_s / runtime.world_size if tokens_per_s else None,
+               "eval": last_eval, "warnings": warnings}
+    summary["mfu"] = mfu(flops_per_token, summary["tokens_per_s_per_rank"], peak) if tokens_per_s else None
     if runtime.main:
         final = latest_checkpoint(checkpoint_dir)
         for name in ("model.safetensors", "optimizer.safetensors", "tokenizer.json"):
@@ -480,26 +516,6 @@ def _link_or_copy(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:
         shutil.copyfile(source, target)
-
-
-def summary_lines(summary: dict, unigram_entropy: float | None = None) -> list[str]:
-    """What a person wants to read after a run (the demo prints these)."""
-    def fmt(v):
-        return "n/a" if v is None else f"{v:.4f}"
-    lines = [f"pretrain: {summary.get('steps')} steps, {summary.get('tokens_seen', 0):,} tokens; "
-             f"loss {fmt(summary.get('first_loss'))} at the first step → {fmt(summary.get('recent_loss'))} "
-             f"(mean of the last {RECENT_LOSS_STEPS} steps), val loss {fmt(summary.get('val_loss'))} nats/token"]
-    if unigram_entropy is not None:
-        lines.append(f"pretrain: unigram entropy of the training tokens {unigram_entropy:.4f} nats/token "
-                     f"(a model that learned only token frequencies would score this)")
-    if summary.get("tokens_per_s"):
-        speed = f"pretrain: {summary['tokens_per_s']:,.0f} tokens/s on {summary.get('device')}"
-        if summary.get("mfu"):
-            speed += f", MFU {100 * summary['mfu']:.1f}%"
-        else:
-            speed += f", {summary['flops_per_token'] * summary['tokens_per_s'] / 1e9:.1f} GFLOP/s achieved"
-        lines.append(speed)
-    return lines
 
 
 # -------------------------------------------------------------------------------------------- CLI

@@ -57,6 +57,12 @@ class TrainConfig:
     grad_clip: float = knob(1.0, "Clip the global gradient norm to this (0: no clipping).")
     eval_every: int = knob(50, "Validation loss every N steps, and at max_steps (0: only at max_steps).")
     eval_batches: int = knob(20, "Validation micro-batches per evaluation and rank (0: the whole val split).")
+    log_every: int = knob(0, "Log the loss every N steps (0: every step on CPU, every 10 on GPU, where each log is a "
+                             "host sync); metrics.jsonl then holds the mean loss of the N steps.", in_key=False)
+    eval_benchmark: str = knob("", "A benchmark file (HellaSwag/MMLU/ARC/PIQA/LAMBADA JSONL, as `evaluate` reads) "
+                                   "scored during training into metrics.jsonl and TensorBoard; its content, not "
+                                   "this path, names the output.", in_key=False)
+    eval_benchmark_every: int = knob(0, "Score --eval-benchmark every N steps, and at max_steps (0: only at max_steps).")
     checkpoint_every: int = knob(100, "Save a resumable checkpoint every N steps, and at the end (0: only at the end).",
                                  in_key=False)
     seed: int = knob(0, "Seed of the initial weights, the data order and dropout.")
@@ -68,13 +74,17 @@ class TrainConfig:
                                "that other programs keep busy).", in_key=False)
     resume: str = knob("", "Continue from a checkpoint folder or pretrain artifact (its step, weights, optimizer "
                            "and data position); its files' digests, not this path, name the output.", in_key=False)
+    resume_new_schedule: bool = knob(False, "With --resume: accept a max_steps, lr, schedule, batch or optimizer "
+                                            "setting that differs from the checkpoint's (otherwise refused).",
+                                     in_key=False)
 
     def check(self) -> None:
         for name in ("max_steps", "batch_tokens"):
             if getattr(self, name) < 1:
                 raise TrainError(f"--{name.replace('_', '-')} must be at least 1")
         for name in ("stop_at", "micro_batch", "seq_len", "warmup_steps", "eval_every", "eval_batches",
-                     "checkpoint_every", "lr", "weight_decay", "grad_clip", "cpu_threads", "shuffle_tokens"):
+                     "checkpoint_every", "lr", "weight_decay", "grad_clip", "cpu_threads", "shuffle_tokens",
+                     "log_every", "eval_benchmark_every"):
             if getattr(self, name) < 0:
                 raise TrainError(f"--{name.replace('_', '-')} must not be negative")
         for f in dataclasses.fields(self):

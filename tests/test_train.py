@@ -126,7 +126,7 @@ def test_checkpoints_are_safetensors_and_json_and_load_without_pickle(full_run, 
     meta = json.loads((out / "config.json").read_text())
     assert meta["step"] == STEPS and meta["model"]["vocab_size"] == 512
     assert len(meta["loader"]) == 1 and {"epoch", "unit", "doc", "offset", "buffer", "window"} <= set(meta["loader"][0])
-    assert all(isinstance(x, int) for x in meta["rng"]["torch"])
+    assert "rng" not in meta  # steps re-seed from (seed, rank, step): no RNG stream is saved, none needed
     optimizer = load_file(out / "optimizer.safetensors")
     assert any(k.endswith(".exp_avg_sq") for k in optimizer)
     model, tokenizer_path, loaded_meta = load_model(out)
@@ -228,7 +228,9 @@ def _ddp_worker(rank: int, port: int, artifact: str, out: str) -> None:
             micro = [(x[mine][:2], y[mine][:2]), (x[mine][2:], y[mine][2:])]
             train_step(ddp, optimizer, micro, lr=0.5, grad_clip=0.5, device=torch.device("cpu"), ddp=True)
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, f"{out}/step-rank{rank}.safetensors")
-        # the whole loop under DDP (AdamW): data striped by rank, a checkpoint with both ranks' loader states
+        # the whole loop under DDP (AdamW): data striped by rank, a checkpoint with both ranks' loader states;
+        # a made-up peak of 1 TFLOP/s so that MFU is computed on the CPU
+        os.environ["SCRATCHLM_PEAK_FLOPS"] = "1e12"
         train(small(max_steps=2, eval_every=0), artifact, f"{out}/run", progress=False)
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, f"{out}/run-rank{rank}.safetensors")
     finally:
@@ -258,6 +260,12 @@ def test_two_rank_ddp_gives_the_same_update_as_one_process(artifact, tmp_path):
     assert meta["step"] == 2 and meta["tokens_seen"] == 2 * 512
     run = [load_file(tmp_path / f"run-rank{r}.safetensors") for r in range(2)]
     assert all(torch.equal(run[0][k], run[1][k]) for k in run[0])  # DDP kept the ranks in step
+    # speed per rank: tokens/s of both ranks over 2; MFU = one rank's FLOP/s over one device's peak
+    flops_per_token = model.flops_per_token(32)
+    for r in read_metrics(tmp_path / "run"):
+        assert r["tokens_per_s_per_rank"] == pytest.approx(r["tokens_per_s"] / 2)
+        assert r["flops_per_s"] == pytest.approx(flops_per_token * r["tokens_per_s_per_rank"])
+        assert r["mfu"] == pytest.approx(r["flops_per_s"] / 1e12)
 
 
 # --------------------------------------------------------------------------------- the stage
@@ -272,7 +280,7 @@ def test_pretrain_stage_is_cached_and_resume_is_keyed_by_checkpoint_content(arti
 
     stage = get_stage("pretrain")
     store = ArtifactStore(tmp_path / "store")
-    config = small(max_steps=6, eval_every=0)
+    config = small(max_steps=8, stop_at=6, eval_every=3)
     first = run_stage(stage, [artifact], config, store)
     assert not first.cached
     stats = first.manifest["stats"]
@@ -296,10 +304,10 @@ def test_pretrain_stage_is_cached_and_resume_is_keyed_by_checkpoint_content(arti
     # --resume: the checkpoint's content is in the key, not its path
     copy = tmp_path / "copy"
     shutil.copytree(first.path, copy)
-    resumed = dataclasses.replace(config, max_steps=8, resume=str(first.path))
+    resumed = dataclasses.replace(config, stop_at=0, resume=str(first.path))
     key = plan(stage, [artifact], resumed)[2]
     assert plan(stage, [artifact], dataclasses.replace(resumed, resume=str(copy)))[2] == key
-    assert key != plan(stage, [artifact], dataclasses.replace(config, max_steps=8))[2]
+    assert key != plan(stage, [artifact], dataclasses.replace(config, stop_at=0))[2]
     monkeypatch.undo()
     result = run_stage(stage, [artifact], resumed, store)
     assert result.key == key
@@ -350,3 +358,125 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_its_checkpoint(artifact, 
     rows = read_metrics(tmp_path)
     assert not math.isfinite(rows[-1]["loss"]) and "not finite" in rows[-1]["warning"]
     assert latest_checkpoint(tmp_path / "checkpoints").name.startswith("step-")
+
+
+# ------------------------------------------------------------------- logging, resume rules, GPU path
+
+def test_logging_every_n_steps_averages_the_steps_between(full_run, artifact, tmp_path):
+    """--log-every 4 (a GPU's way: one host sync per 4 steps): the same training, a record every
+    4th step holding the mean loss of those 4 steps."""
+    _, _, every = full_run
+    rows = read_metrics(tmp_path) if train(small(log_every=5), artifact, tmp_path, progress=False) else []
+    assert [r["step"] for r in rows] == [5, 10, 12, 15, 20, 24]  # eval steps (12, 24) log too
+    losses = {r["step"]: r["loss"] for r in every}
+    previous = 0
+    for r in rows:
+        want = sum(losses[s] for s in range(previous + 1, r["step"] + 1)) / (r["step"] - previous)
+        assert r["loss"] == pytest.approx(want, rel=1e-5) and r.get("steps_averaged", 1) == r["step"] - previous
+        previous = r["step"]
+    assert rows[-1]["val_loss"] == every[-1]["val_loss"]  # the same run, logged less often
+
+
+def test_resume_refuses_another_schedule_unless_asked(full_run, artifact, tmp_path):
+    from model.train import TrainError, main
+
+    first = tmp_path / "first"
+    train(small(stop_at=6), artifact, first, progress=False)
+    with pytest.raises(TrainError, match=r"--max-steps 30 differs from the checkpoint's 24; use --stop-at"):
+        train(small(max_steps=30, resume=str(first)), artifact, tmp_path / "a", progress=False)
+    with pytest.raises(TrainError, match=r"--lr 0.001 differs .* 0.003.*--batch-tokens 1024 differs .* 512"):
+        train(small(lr=1e-3, batch_tokens=1024, resume=str(first)), artifact, tmp_path / "b", progress=False)
+    with pytest.raises(TrainError, match=r"--seed 1 differs .* \(the data order cannot change on resume\)"):
+        train(small(seed=1, resume=str(first), resume_new_schedule=True), artifact, tmp_path / "c", progress=False)
+    # the CLI: one line, exit 2
+    assert main(["--data", str(artifact), "--out", str(tmp_path / "d"), "--preset", "tiny", "--seq-len", "32",
+                 "--batch-tokens", "512", "--micro-batch", "8", "--max-steps", "30", "--warmup-steps", "4",
+                 "--lr", "0.003", "--eval-every", "12", "--eval-batches", "4", "--device", "cpu",
+                 "--resume", str(first), "--no-progress"]) == 2
+    # asked for: the new schedule applies from the checkpoint on
+    summary = train(small(max_steps=30, weight_decay=0.0, resume=str(first), resume_new_schedule=True), artifact,
+                    tmp_path / "e", progress=False)
+    rows = read_metrics(tmp_path / "e")
+    assert summary["resumed_from"] == 6 and rows[-1]["step"] == 30
+    assert rows[6]["lr"] == pytest.approx(lr_at(7, small(max_steps=30)))
+
+
+def test_compiled_bf16_training_on_the_cpu_stays_close_to_float32(artifact, tmp_path):
+    """The GPU recipe (torch.compile + bf16 autocast) on torch's CPU inductor: finite losses, each
+    within a few hundredths of a nat of the eager float32 run on the same batches."""
+    steps = dict(max_steps=6, eval_every=0)
+    eager = train(small(**steps), artifact, tmp_path / "fp32", progress=False)
+    compiled = train(small(**steps, compile="on", precision="bf16"), artifact, tmp_path / "bf16", progress=False)
+    a, b = read_metrics(tmp_path / "fp32"), read_metrics(tmp_path / "bf16")
+    assert all(math.isfinite(r["loss"]) for r in b) and len(b) == 6
+    assert max(abs(x["loss"] - y["loss"]) for x, y in zip(a, b)) < 0.05
+    assert b[-1]["loss"] < b[0]["loss"] - 0.3  # and it learns
+    assert eager["val_loss"] == pytest.approx(compiled["val_loss"], abs=0.05)
+
+
+def test_a_small_batch_on_a_gpu_is_warned_about():
+    from model.train import GPU_MIN_BATCH_TOKENS, batch_size_warning
+
+    assert "far below what a GPU wants" in batch_size_warning(small(batch_tokens=2048), "cuda")
+    assert batch_size_warning(small(batch_tokens=GPU_MIN_BATCH_TOKENS), "cuda") is None
+    assert batch_size_warning(small(batch_tokens=2048), "cpu") is None
+
+
+def test_the_prefetcher_hands_out_the_streams_batches_and_states_in_order(artifact):
+    from model.train import BatchPrefetcher
+
+    files, _, _, eot = open_token_artifact(artifact)
+    plain = TokenStream(files, 32, 4, eot, seed=3, shuffle_tokens=4096)
+    prefetcher = BatchPrefetcher(TokenStream(files, 32, 4, eot, seed=3, shuffle_tokens=4096), accum=3, pin=False)
+    try:
+        for _ in range(40):
+            batches, state = prefetcher.next()
+            want = [next(plain) for _ in range(3)]
+            assert all(torch.equal(x, wx) and torch.equal(y, wy) for (x, y), (wx, wy) in zip(batches, want))
+            assert state == plain.state_dict()
+    finally:
+        prefetcher.close()
+    assert not prefetcher.thread.is_alive()
+
+
+HELLASWAG_ITEMS = 12
+
+
+def test_a_benchmark_scored_during_training_lands_in_metrics_tensorboard_and_the_key(artifact, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from pipeline.runner import plan
+    from pipeline.stages import get_stage
+    from token_corpus import austen_documents
+
+    docs = [t for _, t in austen_documents() if len(t) > 200][:HELLASWAG_ITEMS + 3]
+    bench = tmp_path / "austen_hellaswag.jsonl"
+    bench.write_text("".join(json.dumps({"ctx": d[:120], "endings": [d[120:200]] + [o[120:200] for o in docs[i + 1:i + 4]],
+                                         "label": 0}) + "\n" for i, d in enumerate(docs[:HELLASWAG_ITEMS])))
+    out = tmp_path / "run"
+    summary = train(small(max_steps=8, eval_every=0, eval_benchmark=str(bench), eval_benchmark_every=4), artifact,
+                    out, progress=False)
+    rows = read_metrics(out)
+    scored = [r for r in rows if "eval" in r]
+    assert [r["step"] for r in scored] == [4, 8]
+    name = "austen_hellaswag"
+    for r in scored:
+        assert r["eval"][f"{name}/items"] == HELLASWAG_ITEMS and 0 <= r["eval"][f"{name}/acc"] <= 1
+    assert summary["eval"] == scored[-1]["eval"]
+    acc = EventAccumulator(str(next(out.glob("events.out.tfevents.*"))))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars(f"eval/{name}/acc")] == [4, 8]
+    # the file's content names the pretrain artifact, not its path
+    stage = get_stage("pretrain")
+    config = small(eval_benchmark=str(bench), eval_benchmark_every=4)
+    key = plan(stage, [artifact], config)[2]
+    copy = tmp_path / "elsewhere.jsonl"
+    copy.write_bytes(bench.read_bytes())
+    assert plan(stage, [artifact], dataclasses.replace(config, eval_benchmark=str(copy)))[2] == key
+    copy.write_text(bench.read_text().replace('"label": 0', '"label": 1', 1))
+    assert plan(stage, [artifact], dataclasses.replace(config, eval_benchmark=str(copy)))[2] != key
+    from model.train import TrainError
+
+    with pytest.raises(TrainError, match="--eval-benchmark .*empty file"):
+        (tmp_path / "empty.jsonl").write_text("")
+        train(small(eval_benchmark=str(tmp_path / "empty.jsonl")), artifact, tmp_path / "x", progress=False)

@@ -93,13 +93,20 @@ def _checked_tokenizer(path: Path) -> Path:
 
 
 def pretrain_references(config: TrainConfig) -> list[Path]:
-    """With --resume: the checkpoint's weights, optimizer and config (their content names the output)."""
+    """Files whose content (not path) names the output: with --resume the checkpoint's weights,
+    optimizer and config; with --eval-benchmark the benchmark file scored during training."""
+    references = []
+    if config.eval_benchmark:
+        path = Path(config.eval_benchmark)
+        if not path.is_file():
+            raise StageError(f"--eval-benchmark {path}: no such file")
+        references.append(path)
     if not config.resume:
-        return []
+        return references
     from model.checkpoint import CheckpointError, checkpoint_files
 
     try:
-        return checkpoint_files(config.resume)
+        return checkpoint_files(config.resume) + references
     except CheckpointError as exc:
         raise StageError(f"--resume {exc}") from None
 
@@ -108,7 +115,8 @@ def run_pretrain(files: list[Path], config: TrainConfig, out_dir: Path, against=
     # torch is imported here, not at the top: every `scratchlm` command lists this stage's options.
     from model.checkpoint import CheckpointError
     from model.data import DataError, unigram_entropy
-    from model.train import summary_lines, token_data, train
+    from model.train import token_data, train
+    from model.train_report import summary_lines
 
     parts = [f for f in files if f.name.endswith(".parquet")]
     tokenizer = next(f for f in files if f.name.endswith(".json"))
@@ -125,8 +133,9 @@ def run_pretrain(files: list[Path], config: TrainConfig, out_dir: Path, against=
     side.update({p.name: p for p in sorted(out_dir.glob("events.out.tfevents.*")) if p.is_file()})
     docs = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
     train_stats = {k: summary[k] for k in ("steps", "resumed_from", "first_loss", "last_loss", "recent_loss", "val_loss", "tokens_seen",
-                                          "params", "flops_per_token", "tokens_per_s", "mfu", "seq_len",
-                                          "micro_batch", "grad_accumulation", "world_size", "device")}
+                                          "params", "flops_per_token", "tokens_per_s", "tokens_per_s_per_rank", "mfu",
+                                          "seq_len", "micro_batch", "grad_accumulation", "world_size", "device",
+                                          "eval", "warnings")}
     train_stats.update(unigram_entropy_nats=entropy, train_split_tokens=train_tokens, vocab_size=vocab_size)
     stats = {
         "docs_in": docs, "docs_out": 0, "bytes_in": sum(p.stat().st_size for p in parts),
@@ -147,7 +156,7 @@ def print_summary(manifest: dict, echo=print) -> None:
 
 STAGE = GlobalStage(
     name="pretrain",
-    version="1",
+    version="2",  # 2: shuffled loader, benchmark during training
     config_cls=TrainConfig,
     run=run_pretrain,
     description="Pretrains a GPT (model/train.py) on a tokenize artifact: AdamW, warmup + cosine/WSD, bf16 and "
