@@ -23,8 +23,17 @@ setup: $(STAMP)
 # stderr shows each stage's funnel, the losses beside the unigram entropy, the scores and the report.
 DEMO_KNOBS := --set langid.languages=all --set train-tokenizer.vocab_size=1024 --set tokenize.val_fraction=0.1 \
 	--set pretrain.max_steps=700 --set pretrain.batch_tokens=2048 --set pretrain.lr=0.001 --set pretrain.cpu_threads=1
+# Then the align step: sft of that model on the instruction set built from the same crawl
+# (data/align/, 3 epochs, about a minute) and one question to the fine-tuned model, answered with
+# {"text", "finish_reason", "tokens"}: finish_reason "stop" means it ended its turn by itself.
+DEMO_SFT_KNOBS := --data data/align/instructions.jsonl --lr 0.001 --cpu-threads 1
+DEMO_QUESTION := Which document does this page belong to?\n\nThis chapter explains how to partition your hard disk before you install Debian.
 demo: setup
-	$(VENV)/bin/scratchlm run --crawl data/sample-crawl --until evaluate $(DEMO_KNOBS)
+	@evaluate=$$($(VENV)/bin/scratchlm run --crawl data/sample-crawl --until evaluate $(DEMO_KNOBS) | tail -n 1) && \
+	test -f "$$evaluate/eval.json" && pretrain=$$($(PY) -c 'import json, sys; print(json.load(open(sys.argv[1] + "/eval.json"))["checkpoint"])' "$$evaluate") && \
+	sft=$$($(VENV)/bin/scratchlm stage sft --input "$$pretrain" $(DEMO_SFT_KNOBS) | tail -n 1) && \
+	question="$$(printf '$(DEMO_QUESTION)')" && echo "chat $$sft: $$question" >&2 && \
+	$(VENV)/bin/scratchlm chat "$$sft" "$$question" --json
 
 # Servers that tests start privately: redis-server (the dedup LSH in Redis) and PostgreSQL (a
 # Prefect server's database; initdb and pg_ctl under /usr/lib/postgresql). Debian's packages,
