@@ -205,9 +205,16 @@ def fine_tune(config: SFTConfig, base: str | Path, data: Sequence[str | Path], o
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = out_dir / "metrics.jsonl"
     metrics = open(metrics_path, "w")
-    bar = Progress(steps, 0, progress)
-    if bar.bar is not None:
-        bar.bar.set_description("sft")
+    bar = Progress(steps, 0, False)  # the trainer's progress bar, drawn under this stage's name
+    if progress:
+        bar.enabled = True
+        try:
+            from tqdm import tqdm
+
+            bar.bar = tqdm(total=steps, unit="step", desc="sft", file=sys.stderr, dynamic_ncols=True,
+                           mininterval=0.5 if sys.stderr.isatty() else 10.0)
+        except ImportError:
+            pass
     watch = SpikeWatch()
     model.train()
     if device.type == "cuda":
