@@ -146,6 +146,8 @@ def run_dpo(files: list[Path], config: DPOConfig, out_dir: Path, against=()):
         raise StageError(f"dpo: no training pair fits in {max_len} tokens ({too_long} longer); raise --max-len")
 
     # The reference: the input model's log-probs of every answer, once, before any update.
+    print(f"dpo: reference log-probs of {len(train) + len(val)} pairs (once, before training) ...", file=sys.stderr,
+          flush=True)
     reference = reference_logps(model, train + val, pad_id)
     ref_train, ref_val = reference[:len(train)], reference[len(train):]
     pq.write_table(pa.table({"split": ["train"] * len(train) + ["val"] * len(val),
