@@ -262,3 +262,17 @@ def test_balance_gives_every_class_the_same_total_weight(tokenizer):
         _, summary = train_classifier(tiny_gpt(tokenizer.get_vocab_size()), tokenizer, rows, config, progress=False)
         first[balance] = summary["first_loss"]
     assert abs(first[True] - first[False]) > 1e-4
+
+
+def test_the_align_flow_runs_classify_from_the_base_model_and_caches(setup, tmp_path, prefect_server):
+    """scratchlm-align: classify is a branch from `model` when its data is given (sft and dpo skipped
+    without theirs); a second run returns the same artifact from its cached task."""
+    from flows.align_flow import align_pipeline
+    from pipeline.stages.classify import ClassifyConfig
+
+    config = ClassifyConfig(data=[str(setup["train"])], eval_data=[str(setup["eval"])], max_steps=2, cpu_threads=1)
+    first = align_pipeline(model=[str(setup["checkpoint"])], store=str(tmp_path / "store"), classify=config)
+    again = align_pipeline(model=[str(setup["checkpoint"])], store=str(tmp_path / "store"), classify=config)
+    assert set(first) == {"classify"} and again == first
+    manifest = json.loads((Path(first["classify"]) / "manifest.json").read_text())
+    assert manifest["inputs"][0]["path"].startswith(str(setup["checkpoint"]))
