@@ -125,9 +125,14 @@ def test_the_stage_caches_and_keys_on_the_data(tmp_path):
     load_model(first.path)
 
 
-def _cli(*args, timeout=240):
-    return subprocess.run([sys.executable, "-m", "flows.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=REPO, timeout=timeout)
+def _cli(*args, input=None):
+    """The command line in this process (typer's CliRunner): exit code, stdout, stderr."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args], input=input)
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
 @pytest.mark.parametrize("content, says", [
@@ -153,8 +158,7 @@ def test_chat_command(full):
         "text": ANSWER.format(animal="horse", sound=SOUNDS["horse"]), "finish_reason": "stop",
         "tokens": json.loads(done.stdout.strip().splitlines()[-1])["tokens"]}
     # a conversation on stdin: one answer per line, the history kept
-    talk = subprocess.run([sys.executable, "-m", "flows.cli", "chat", str(folder)], input="what does the cat do?\n"
-                          "what does the bird do?\n", capture_output=True, text=True, cwd=REPO, timeout=240)
+    talk = _cli("chat", folder, input="what does the cat do?\nwhat does the bird do?\n")
     assert talk.returncode == 0, talk.stderr
     answers = talk.stdout.splitlines()  # (trained on single turns only, the second answer may name another animal)
     assert len(answers) == 2 and answers[0] == ANSWER.format(animal="cat", sound="meows")
