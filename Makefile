@@ -20,6 +20,8 @@ setup: $(STAMP)
 # The main job on the bundled sample crawl: the whole Prefect flow, ingest → ... → evaluate. The
 # sample is 577 pages in 10 languages, so every language is kept; a 1,024-token vocabulary and the
 # `tiny` model (700 steps of 2,048 tokens, one thread) train in about three minutes on 2 cores.
+# lr 1e-3 measured against 2e-3 at this budget (val loss 3.71 vs 4.42; BENCHMARKS.md, "The demo's
+# pretraining knobs"); the shuffled loader (docs/pretraining.md) took it from 5.72 to 3.71.
 # stderr shows each stage's funnel, the losses beside the unigram entropy, the scores and the report.
 DEMO_KNOBS := --set langid.languages=all --set train-tokenizer.vocab_size=1024 --set tokenize.val_fraction=0.1 \
 	--set pretrain.max_steps=700 --set pretrain.batch_tokens=2048 --set pretrain.lr=0.001 --set pretrain.cpu_threads=1

@@ -401,6 +401,7 @@ def test_resume_refuses_another_schedule_unless_asked(full_run, artifact, tmp_pa
     assert rows[6]["lr"] == pytest.approx(lr_at(7, small(max_steps=30)))
 
 
+@pytest.mark.timeout(900)  # inductor compiles C++ kernels with g++: a minute or two alone, more on a shared machine
 def test_compiled_bf16_training_on_the_cpu_stays_close_to_float32(artifact, tmp_path):
     """The GPU recipe (torch.compile + bf16 autocast) on torch's CPU inductor: finite losses, each
     within a few hundredths of a nat of the eager float32 run on the same batches."""
