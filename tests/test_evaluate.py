@@ -517,3 +517,19 @@ def test_evaluate_stage_on_a_held_out_file_with_contamination_counts(world, tmp_
                       device="cpu", continuation_task=0, decontaminate=False), ArtifactStore(tmp_path / "store"))
     other_held = json.loads((other.path / "eval.json").read_text())["held_out"]
     assert other_held["sha256"] != held["sha256"] and "contamination" not in other_held
+
+
+def test_bad_held_out_or_seeds_is_one_line_exit_2(world, tmp_path):
+    missing = tmp_path / "nowhere.jsonl"
+    result = cli_in_process("stage", "evaluate", "--input", world["checkpoint"], "--held-out", missing,
+                            "--store", tmp_path / "store", "--no-progress")
+    assert result.exit_code == 2 and result.stderr.strip().splitlines() == [f"error: {missing}: no such held-out file or folder"]
+    empty = write_lines(tmp_path / "empty-texts.jsonl", [{"id": "a"}])
+    result = cli_in_process("stage", "evaluate", "--input", world["checkpoint"], "--held-out", empty,
+                            "--store", tmp_path / "store", "--no-progress")
+    assert result.exit_code == 2 and result.stderr.strip().splitlines() == [f"error: {empty}:1: no 'text' string"]
+    assert not list((tmp_path / "store").glob("evaluate/*/manifest.json"))
+    result = cli_in_process("run", "--until", "evaluate", "--seeds", "0,one", "--store", tmp_path / "store")
+    assert result.exit_code == 2 and "error: --seeds: a comma-separated list of integers" in result.stderr
+    result = cli_in_process("run", "--until", "evaluate", "--held-out", missing, "--store", tmp_path / "store")
+    assert result.exit_code == 2 and f"error: --held-out {missing}: no such file or folder" in result.stderr
