@@ -14,13 +14,14 @@ AdamW at a warmup + cosine learning rate (model/train.lr_at). An example longer 
 block_size + 1 tokens is left out and counted (cutting it would cut off its end-of-turn marker).
 
 With `lora_rank > 0` the base is frozen and only LoRA adapters train (model/lora.py); the output
-holds the merged weights (so it loads wherever a pretrain artifact does) and `adapter/` in PEFT's
+holds the merged weights (so it loads wherever a pretrain artifact does) and the adapter in PEFT's
 format.
 
 Output folder: model.safetensors, config.json (the base's, plus `sft`: this run's config, counts and
 losses; `data` still names the base's token files, so `evaluate` finds its held-out split),
 tokenizer.json, metrics.jsonl (step, loss, val_loss on eval steps, lr, grad_norm, tokens,
-tokens_per_s) and loss.png; with LoRA also adapter/adapter_config.json + adapter_model.safetensors.
+tokens_per_s) and loss.png; with LoRA also adapter_config.json + adapter_model.safetensors (PEFT's
+format: the folder is an adapter folder).
 Runs where only torch, numpy, safetensors and tokenizers are installed."""
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import random
 import resource
 import shutil
@@ -281,7 +283,10 @@ def fine_tune(config: SFTConfig, base: str | Path, data: Sequence[str | Path], o
     if lora_stats is not None:
         from model.lora import merge_lora, save_peft_adapter
 
-        save_peft_adapter(model, out_dir / "adapter", str(Path(base).resolve()), overwrite=True)
+        adapter = save_peft_adapter(model, out_dir / "adapter", str(Path(base).resolve()), overwrite=True)
+        for name in ("adapter_config.json", "adapter_model.safetensors"):  # flat: the folder is a PEFT adapter folder
+            os.replace(adapter / name, out_dir / name)
+        adapter.rmdir()
         merge_lora(model)
     summary = {"steps": steps, "epochs": (steps / per_epoch) if per_epoch else 0, "examples": len(examples),
                "train_examples": len(train_set), "val_examples": len(val_set), "too_long": len(too_long),

@@ -95,10 +95,10 @@ def test_lora_trains_few_parameters_and_its_adapter_reproduces_the_merged_model(
     stats = meta["sft"]["summary"]["lora"]
     assert stats["trainable_params"] == meta["sft"]["summary"]["memory"]["trainable_params"]
     assert stats["trainable_fraction"] < 0.05
-    assert json.loads((folder / "adapter" / "adapter_config.json").read_text())["r"] == 4
+    assert json.loads((folder / "adapter_config.json").read_text())["r"] == 4
     merged, _, _ = load_model(folder)
     adapted, _, _ = load_model(base)
-    load_peft_adapter(adapted, folder / "adapter")
+    load_peft_adapter(adapted, folder)
     ids = torch.tensor([list(range(5, 40))])
     with torch.no_grad():
         assert (merged(ids)[0] - adapted(ids)[0]).abs().max().item() < 1e-5
@@ -235,3 +235,23 @@ def test_chat_form_multiple_choice(tmp_path):
     report = json.loads((result.path / "eval.json").read_text())
     assert report["benchmarks"][0]["chat_form"]["acc"] == scored["acc"]
     assert "acc_norm" in report["benchmarks"][0]  # the base-model form beside it
+
+
+def test_export_peft_loads_in_peft_with_the_merged_logits(lora, tmp_path):
+    """`export --format peft`: the adapter beside the HF export of its base; transformers + peft load
+    them and compute the sft artifact's (merged) logits."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    folder, _, _ = lora
+    done = _cli("export", folder, "--format", "peft", "--output", tmp_path / "peft")
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "peft"
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str((out / "base").resolve())
+    hf = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(out / "base", dtype=torch.float32), out).eval()
+    merged, _, _ = load_model(folder)
+    ids = torch.tensor([list(range(5, 40))])
+    with torch.no_grad():
+        assert (hf(ids).logits - merged(ids)[0]).abs().max().item() <= 1e-4
+    refused = _cli("export", full_folder := folder.parent.parent / "nope", "--format", "peft", "--output", tmp_path / "x")
+    assert refused.returncode == 2 and str(full_folder) in refused.stderr

@@ -63,8 +63,7 @@ def run_sft(files: list[Path], config: SFTConfig, out_dir: Path, against=()):
     except ERRORS as exc:
         raise StageError(f"sft: {exc}" if not str(exc).startswith(tuple(config.data)) else str(exc)) from None
     side = {name: out_dir / name for name in SIDE_FILES if (out_dir / name).is_file()}
-    # flat in the artifact, so the artifact folder is itself a PEFT adapter folder
-    side.update({name: out_dir / "adapter" / name for name in ADAPTER_FILES if (out_dir / "adapter" / name).is_file()})
+    side.update({name: out_dir / name for name in ADAPTER_FILES if (out_dir / name).is_file()})
     lines = summary_lines(summary)
     for line in lines:
         print(line, file=sys.stderr)
