@@ -101,6 +101,9 @@ def reorder_documents(tokens: np.ndarray, starts: np.ndarray, order: np.ndarray)
     return tokens[index], new_starts
 
 
+_NO_TOKENS = np.empty(0, np.int64)
+
+
 class _Unit:
     """One row group, decoded for one split, its documents in this epoch's order."""
 
@@ -239,7 +242,8 @@ class TokenStream:
     def _read(self, n: int, min_tokens: int) -> tuple[np.ndarray, list[tuple]]:
         """Consume up to n tokens of the stream, stopping early at the end of an epoch once at least
         `min_tokens` were read (and where a finite stream ends). Returns the tokens and where each
-        piece of them came from: [(index in the result, unit, cursor in the unit)]."""
+        piece of them came from: [(index in the result, unit's position, cursor in the unit)], the
+        position an empty _Unit (epoch, index, starts) so that the units' tokens are not kept."""
         out = np.empty(n, dtype=np.int32)  # the buffer's type: half the memory of int64
         pieces: list[tuple[int, _Unit, int]] = []
         filled = 0
@@ -248,7 +252,8 @@ class TokenStream:
             if pieces and unit.epoch != pieces[-1][1].epoch and filled >= min_tokens:
                 break  # a buffer holds one epoch's windows (the first may start in the epoch before)
             k = min(n - filled, len(unit.tokens) - self._cursor)
-            pieces.append((filled, unit, self._cursor))
+            if not pieces or pieces[-1][1].index != unit.index or pieces[-1][1].epoch != unit.epoch:
+                pieces.append((filled, _Unit(unit.epoch, unit.index, _NO_TOKENS, unit.starts), self._cursor))
             out[filled:filled + k] = unit.tokens[self._cursor:self._cursor + k]
             filled += k
             self._cursor += k
@@ -272,13 +277,14 @@ class TokenStream:
         """Read the next buffer of windows and draw their order; returns how many windows it holds.
         The next buffer starts at this one's last target (windows overlap by one token)."""
         W, T = self.buffer_windows, self.seq_len
+        self._buffer = None  # the used-up buffer goes before the next one is read
         self._buffer_start = self._read_position()
         tokens, pieces = self._read(W * T + 1, min_tokens=T + 1)
         n_windows = max(0, (len(tokens) - 1) // T)
         if n_windows:  # step back to the token the next buffer starts with
             i = n_windows * T
             first, unit, cursor = next(p for p in reversed(pieces) if p[0] <= i)
-            if unit is self._current:
+            if self._current is not None and (unit.epoch, unit.index) == (self._current.epoch, self._current.index):
                 self._cursor = cursor + i - first
             else:
                 self._seek(_position_in(unit, cursor + i - first))
