@@ -99,7 +99,7 @@ def _model_chain(store: ArtifactStore, run: dict[str, str], held_out: Path, seed
         elif name == "evaluate":
             inputs = [run["pretrain"]]
             config = get_stage(name).config_cls(**{"tokens": run["tokenize"], "held_out": str(held_out), "prompt": [],
-                                                   "device": "cpu", "cpu_threads": 1, **evaluate})
+                                                   "device": "cpu", "cpu_threads": 1, "continuation_task": 40, **evaluate})
         run[name] = str(run_stage(get_stage(name), inputs, config, store, options).path)
     return run
 
@@ -168,6 +168,10 @@ def test_compare_two_runs_one_knob_apart_on_a_fixed_held_out_set(model_runs):
     trained_by_a = {8 + i for i, text in enumerate(texts[8:]) if text in train_split}  # val-split pages are not
     assert trained_by_a and trained_by_a <= set(counts[0]["documents"]) and counts[0]["items"] < len(texts)
     assert clean.startswith(f"{counts[0]['clean']['bits_per_byte']:.4f} ± ")
+    # the crawl-made task is made from the held-out set: the same file in both runs, so it compares too
+    task = _row(text, "crawl-continuation.acc")
+    shas = [next(b["sha256"] for b in e["benchmarks"] if b["name"] == "crawl-continuation") for e in evals]
+    assert shas[0] == shas[1] and task[-1] == shas[0][:12] and task[3].endswith("(paired)")
     # nats per token of two tokenizers are not compared: one line says why
     assert "- held_out.loss: not comparable, nats per token of different tokenizers" in text
 
@@ -216,7 +220,7 @@ def test_seeds_run_pretrain_and_evaluate_once_each_and_report_mean_and_spread(mo
 
     root, store, held_out, texts, run_a, _ = model_runs
     pretrain = get_stage("pretrain").config_cls(**TINY_PRETRAIN)
-    evaluate = get_stage("evaluate").config_cls(prompt=[], device="cpu", cpu_threads=1)
+    evaluate = get_stage("evaluate").config_cls(prompt=[], device="cpu", cpu_threads=1, continuation_task=40)
     outputs = model_pipeline(tokens=[run_a["tokenize"]], store=str(store.root), until="evaluate", workers=1,
                              held_out=str(held_out), seeds=[0, 1], pretrain=pretrain, evaluate=evaluate)
     assert set(outputs) == {"pretrain", "evaluate", "pretrain@seed1", "evaluate@seed1"}

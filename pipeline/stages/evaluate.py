@@ -230,8 +230,8 @@ def run_evaluate(files: list[Path], config: EvaluateConfig, out_dir: Path, again
                                 "bits": (documents.bpb_nats / math.log(2)).tolist(), "bytes": documents.bytes.tolist()}
     report["tokenizer_sha256"] = hashlib.sha256(Path(tokenizer_path).read_bytes()).hexdigest()
     report["held_out"] = held
-    if config.continuation_task and data:
-        task = crawl_task(data, config, out_dir)
+    if config.continuation_task and (data or held_out_texts is not None):
+        task = crawl_task(data, config, out_dir, held_out_texts)
         if isinstance(task, str):
             report["continuation_task"] = task
         else:
@@ -343,21 +343,25 @@ def score_records(report: dict) -> list[dict]:
     return records
 
 
-def crawl_task(data: list[Path], config: EvaluateConfig, out_dir: Path):
-    """The continuation task from the val documents of the token data, as a Benchmark (or, when the
-    split is too small for it, a note saying so). Its path is recorded relative to the artifact
-    (out_dir is a work folder, renamed into place when the stage ends)."""
+def crawl_task(data: list[Path], config: EvaluateConfig, out_dir: Path, held_out_texts: list[str] | None = None):
+    """The continuation task from the held-out set when there is one (the same file for every run
+    on that set, so `report --compare` compares it), else from the val documents of the token data,
+    as a Benchmark (or, when there are too few documents for it, a note saying so). Its path is
+    recorded relative to the artifact (out_dir is a work folder, renamed into place at the end)."""
     from model.benchmarks import (ContinuationTaskConfig, continuation_items, read_benchmark,
                                   read_held_out_documents, write_jsonl)
 
     task_config = ContinuationTaskConfig(items=config.continuation_task, per_document=0, seed=config.seed)
+    source = "the held-out set" if held_out_texts is not None else "the val split"
+    documents = (((str(n), text) for n, text in enumerate(held_out_texts)) if held_out_texts is not None
+                 else read_held_out_documents(data, "val"))
     try:
-        items = continuation_items(read_held_out_documents(data, "val"), task_config)
+        items = continuation_items(documents, task_config)
     except BenchmarkError as exc:
         return f"no continuation task: {exc}"
     if len(items) < MIN_TASK_ITEMS:
-        return (f"no continuation task: the val split gives only {len(items)} items (fewer than {MIN_TASK_ITEMS}); "
-                "more held-out documents would (tokenize --val-fraction)")
+        return (f"no continuation task: {source} gives only {len(items)} items (fewer than {MIN_TASK_ITEMS}); "
+                "more held-out documents would (tokenize --val-fraction, or a larger --held-out)")
     path = out_dir / TASK_FILE
     write_jsonl(items, path)
     task = read_benchmark(path)
