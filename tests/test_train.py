@@ -352,7 +352,7 @@ def test_a_users_mistake_is_one_line_and_exit_2(artifact, tmp_path, capsys):
 def test_a_diverging_run_stops_with_one_line_and_keeps_its_checkpoint(artifact, tmp_path):
     from model.train import TrainError
 
-    with pytest.raises(TrainError, match="not been finite for 3 steps"):
+    with pytest.raises(TrainError, match="not been finite for 3 logged steps"):
         train(small(lr=1e6, warmup_steps=0, grad_clip=0, max_steps=40, checkpoint_every=2, eval_every=0),
               artifact, tmp_path, progress=False)
     rows = read_metrics(tmp_path)
