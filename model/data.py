@@ -42,6 +42,8 @@ No pickle and no framework: pyarrow, numpy and torch only."""
 from __future__ import annotations
 
 import json
+import queue
+import threading
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -357,6 +359,46 @@ class TokenStream:
         self._pending_window = int(state["window"])
         self._done = bool(state.get("done", False))
         self._seek(self._buffer_start)
+
+
+class BatchPrefetcher:
+    """The next step's micro-batches, read (and pinned, on CUDA) by a background thread while the
+    device computes the current step. Each item carries the loader state *after* its batches,
+    so a checkpoint records the position of what was consumed, not of what was prefetched."""
+
+    def __init__(self, stream: TokenStream, accum: int, pin: bool, depth: int = 2):
+        self.stream, self.accum, self.pin = stream, accum, pin
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="batch-prefetch", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                batches = [next(self.stream) for _ in range(self.accum)]
+                if self.pin:
+                    batches = [(x.pin_memory(), y.pin_memory()) for x, y in batches]
+                item = (batches, self.stream.state_dict())
+                while not self.stopping.is_set():
+                    try:
+                        self.queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as exc:  # noqa: BLE001 - handed to the training thread, which raises it
+            self.queue.put((exc, None))
+
+    def next(self) -> tuple[list, dict]:
+        batches, state = self.queue.get()
+        if isinstance(batches, BaseException):
+            raise batches
+        return batches, state
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=10)
+
 
 
 def open_token_artifact(folder: str | Path) -> tuple[list[Path], Path, int, int]:

@@ -39,10 +39,8 @@ import dataclasses
 import json
 import math
 import os
-import queue
 import shutil
 import sys
-import threading
 import time
 import typing
 from dataclasses import asdict, dataclass
@@ -54,16 +52,16 @@ import torch.distributed as dist
 from model.checkpoint import (CheckpointError, latest_checkpoint, load_training_state, save_checkpoint,
                               write_json_atomic)
 from model.checkpoint import read_config as read_checkpoint_config
-from model.data import EOT_TOKEN, DataError, TokenStream, open_token_artifact
+from model.data import EOT_TOKEN, BatchPrefetcher, DataError, TokenStream, open_token_artifact  # noqa: F401
 from model.gpt import GPT, config_from_preset
 from model.mfu import mfu, peak_flops
-from model.train_config import MAX_NOT_FINITE_STEPS, MICRO_BATCH_TOKENS, TrainConfig, TrainError
+from model.train_config import (GPU_MIN_BATCH_TOKENS, MAX_NOT_FINITE_STEPS, MICRO_BATCH_TOKENS,  # noqa: F401
+                                TrainConfig, TrainError, batch_size_warning, check_resume)
 # the report side of training lives in model/train_report.py; re-exported for the fine-tuning loops
 from model.train_report import (RECENT_LOSS_STEPS, Progress, SpikeWatch, log_scalars, plot_losses,  # noqa: F401
                                 summary_lines, tensorboard_writer)
 
 GPU_LOG_EVERY = 10  # on a GPU the loss leaves the device every N steps (a host sync), as in nanoGPT
-GPU_MIN_BATCH_TOKENS = 65536  # below this a GPU step is launch-bound: warn
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
@@ -196,45 +194,6 @@ def validation_loss(model: GPT, files, seq_len: int, batch_size: int, eot_id: in
 
 # --------------------------------------------------------------------------------------- the loop
 
-class BatchPrefetcher:
-    """The next step's micro-batches, read (and pinned, on CUDA) by a background thread while the
-    device computes the current step. Each item carries the loader state *after* its batches,
-    so a checkpoint records the position of what was consumed, not of what was prefetched."""
-
-    def __init__(self, stream: TokenStream, accum: int, pin: bool, depth: int = 2):
-        self.stream, self.accum, self.pin = stream, accum, pin
-        self.queue: queue.Queue = queue.Queue(maxsize=depth)
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="batch-prefetch", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            while not self.stopping.is_set():
-                batches = [next(self.stream) for _ in range(self.accum)]
-                if self.pin:
-                    batches = [(x.pin_memory(), y.pin_memory()) for x, y in batches]
-                item = (batches, self.stream.state_dict())
-                while not self.stopping.is_set():
-                    try:
-                        self.queue.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-        except BaseException as exc:  # noqa: BLE001 - handed to the training thread, which raises it
-            self.queue.put((exc, None))
-
-    def next(self) -> tuple[list, dict]:
-        batches, state = self.queue.get()
-        if isinstance(batches, BaseException):
-            raise batches
-        return batches, state
-
-    def close(self) -> None:
-        self.stopping.set()
-        self.thread.join(timeout=10)
-
-
 def gather_loader_states(state: dict, runtime: Runtime) -> list[dict]:
     """Every rank's loader state (rank 0 writes them all into the checkpoint)."""
     if not runtime.distributed:
@@ -260,42 +219,6 @@ def token_data(data) -> tuple[list[Path], Path, int, int]:
     if eot_id is None:
         raise DataError(f"{tokenizer_path}: has no {EOT_TOKEN} token")
     return [Path(f) for f in files], Path(tokenizer_path), tokenizer.get_vocab_size(), int(eot_id)
-
-
-# Knobs a resumed run must share with its checkpoint: they shape the learning-rate schedule and the
-# optimizer (changeable only with --resume-new-schedule) or the data order (never changeable).
-SCHEDULE_KNOBS = ("max_steps", "lr", "schedule", "warmup_steps", "min_lr_ratio", "decay_fraction", "batch_tokens",
-                  "weight_decay", "beta1", "beta2", "grad_clip")
-DATA_ORDER_KNOBS = ("seed", "shuffle_tokens")
-
-
-def check_resume(saved: dict, config: TrainConfig, checkpoint: Path) -> None:
-    """Refuse, in one line naming the options, a resume that would silently change the run."""
-    default = TrainConfig()
-    def value(cfg: dict, name: str):
-        v = cfg.get(name, getattr(default, name))
-        return TrainConfig(**{k: cfg.get(k, getattr(default, k)) for k in ("preset", "lr")}).peak_lr() \
-            if name == "lr" else v
-    mine = asdict(config)
-    changed = lambda names: [n for n in names if value(saved, n) != value(mine, n)]  # noqa: E731
-    flag = lambda n: "--" + n.replace("_", "-")  # noqa: E731
-    if order := changed(DATA_ORDER_KNOBS):
-        raise TrainError(f"{checkpoint}: " + ", ".join(f"{flag(n)} {value(mine, n)} differs from the checkpoint's "
-                                                       f"{value(saved, n)}" for n in order) +
-                         " (the data order cannot change on resume)")
-    if (schedule := changed(SCHEDULE_KNOBS)) and not config.resume_new_schedule:
-        raise TrainError(f"{checkpoint}: " + ", ".join(f"{flag(n)} {value(mine, n)} differs from the checkpoint's "
-                                                       f"{value(saved, n)}" for n in schedule) +
-                         "; use --stop-at to end early on the same schedule, or --resume-new-schedule to change it")
-
-
-def batch_size_warning(config: TrainConfig, device_type: str) -> str | None:
-    """A GPU step of few tokens spends its time launching kernels, and few documents a step make a
-    noisy gradient: nanoGPT and nanochat use ~0.5M tokens a step on GPUs."""
-    if device_type == "cuda" and config.batch_tokens < GPU_MIN_BATCH_TOKENS:
-        return (f"--batch-tokens {config.batch_tokens} is far below what a GPU wants (>= {GPU_MIN_BATCH_TOKENS:,}; "
-                "~524,288 in nanoGPT's GPT-2 runs): the GPU will idle and the gradient be noisy")
-    return None
 
 
 def load_eval_benchmark(config: TrainConfig):

@@ -3,12 +3,13 @@ are built from this dataclass without importing torch; model/train.py does the t
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from model.presets import PRESETS
 
 # Learning rates that suit each preset when --lr is 0 (smaller models take larger steps).
 PRESET_LR = {"tiny": 3e-3, "small": 1.5e-3, "gpt2-124m": 6e-4}
+GPU_MIN_BATCH_TOKENS = 65536  # below this a GPU step is launch-bound: warn
 MAX_NOT_FINITE_STEPS = 3  # consecutive NaN/inf losses before training stops
 # The most tokens one micro-batch holds when --micro-batch is 0 (activation memory).
 MICRO_BATCH_TOKENS = {"cpu": 8192, "cuda": 32768}
@@ -96,3 +97,39 @@ class TrainConfig:
 
     def peak_lr(self) -> float:
         return self.lr or PRESET_LR.get(self.preset, 6e-4)
+
+
+# Knobs a resumed run must share with its checkpoint: they shape the learning-rate schedule and the
+# optimizer (changeable only with --resume-new-schedule) or the data order (never changeable).
+SCHEDULE_KNOBS = ("max_steps", "lr", "schedule", "warmup_steps", "min_lr_ratio", "decay_fraction", "batch_tokens",
+                  "weight_decay", "beta1", "beta2", "grad_clip")
+DATA_ORDER_KNOBS = ("seed", "shuffle_tokens")
+
+
+def check_resume(saved: dict, config: TrainConfig, checkpoint) -> None:
+    """Refuse, in one line naming the options, a resume that would silently change the run."""
+    default = TrainConfig()
+    def value(cfg: dict, name: str):
+        v = cfg.get(name, getattr(default, name))
+        return TrainConfig(**{k: cfg.get(k, getattr(default, k)) for k in ("preset", "lr")}).peak_lr() \
+            if name == "lr" else v
+    mine = asdict(config)
+    changed = lambda names: [n for n in names if value(saved, n) != value(mine, n)]  # noqa: E731
+    flag = lambda n: "--" + n.replace("_", "-")  # noqa: E731
+    if order := changed(DATA_ORDER_KNOBS):
+        raise TrainError(f"{checkpoint}: " + ", ".join(f"{flag(n)} {value(mine, n)} differs from the checkpoint's "
+                                                       f"{value(saved, n)}" for n in order) +
+                         " (the data order cannot change on resume)")
+    if (schedule := changed(SCHEDULE_KNOBS)) and not config.resume_new_schedule:
+        raise TrainError(f"{checkpoint}: " + ", ".join(f"{flag(n)} {value(mine, n)} differs from the checkpoint's "
+                                                       f"{value(saved, n)}" for n in schedule) +
+                         "; use --stop-at to end early on the same schedule, or --resume-new-schedule to change it")
+
+
+def batch_size_warning(config: TrainConfig, device_type: str) -> str | None:
+    """A GPU step of few tokens spends its time launching kernels, and few documents a step make a
+    noisy gradient: nanoGPT and nanochat use ~0.5M tokens a step on GPUs."""
+    if device_type == "cuda" and config.batch_tokens < GPU_MIN_BATCH_TOKENS:
+        return (f"--batch-tokens {config.batch_tokens} is far below what a GPU wants (>= {GPU_MIN_BATCH_TOKENS:,}; "
+                "~524,288 in nanoGPT's GPT-2 runs): the GPU will idle and the gradient be noisy")
+    return None
