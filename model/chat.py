@@ -36,13 +36,13 @@ import json
 from pathlib import Path
 from typing import Iterable, Sequence
 
-END_OF_TEXT = "<|endoftext|>"
-USER_START, USER_END = "<|user_start|>", "<|user_end|>"
-ASSISTANT_START, ASSISTANT_END = "<|assistant_start|>", "<|assistant_end|>"
+from model.special_tokens import (ASSISTANT_END, ASSISTANT_START, BOS_TOKEN, END_OF_TEXT, PAD_TOKEN, RESERVED_TOKEN,
+                                  USER_END, USER_START)
+
 CHAT_MARKERS = (END_OF_TEXT, USER_START, USER_END, ASSISTANT_START, ASSISTANT_END)
 # Text that would be read as a marker if it appeared inside a message (the tokenizer matches special
 # tokens anywhere in a string); training data holding them is refused.
-RESERVED_TEXT = CHAT_MARKERS + ("<|pad|>", "<|bos|>", "<|reserved_0|>")
+RESERVED_TEXT = CHAT_MARKERS + (PAD_TOKEN, BOS_TOKEN, RESERVED_TOKEN)
 ROLES = ("system", "user", "assistant")
 SYSTEM_SEPARATOR = "\n\n"
 

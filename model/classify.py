@@ -32,8 +32,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from model.gpt import GPT, GPTConfig
+from model.special_tokens import EOT_TOKEN, PAD_TOKEN
 
-EOT_TOKEN, PAD_TOKEN = "<|endoftext|>", "<|pad|>"
 TRAINABLE = ("last-block", "all", "lora")
 FORMAT = 1
 

@@ -53,7 +53,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-EOT_TOKEN = "<|endoftext|>"
+from model.special_tokens import EOT_TOKEN
+
 READ_COLUMNS = ("tokens", "split")
 STATE_VERSION = 2
 SHUFFLE_TOKENS = 1 << 24  # the default shuffle buffer: 16M tokens, 64 MiB as int32

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-PAD_TOKEN = "<|pad|>"
+from model.special_tokens import PAD_TOKEN
 
 
 class DPOError(ValueError):

@@ -29,8 +29,7 @@ import torch
 from safetensors.torch import save_file
 
 from model.chat import ASSISTANT_END, CHAT_MARKERS, CHAT_TEMPLATE
-
-EOT_TOKEN, PAD_TOKEN = "<|endoftext|>", "<|pad|>"
+from model.special_tokens import EOT_TOKEN, PAD_TOKEN
 
 
 class ExportError(ValueError):

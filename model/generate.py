@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 
-EOT_TOKEN = "<|endoftext|>"
+from model.special_tokens import EOT_TOKEN
 
 
 def next_token(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,

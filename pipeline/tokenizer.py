@@ -16,14 +16,14 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Iterable
 
+# Named once for the data and the model side (torch-free module).
+from model.special_tokens import END_OF_TEXT, SPECIAL_TOKENS  # noqa: F401 (END_OF_TEXT re-exported)
+
 # GPT-4's split (cl100k): contractions, letter runs with one leading non-letter, numbers of 1-3
 # digits, punctuation runs, newlines, other whitespace. Possessive quantifiers work in both
 # rustbpe's fancy-regex and tokenizers' Oniguruma.
 SPLIT_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*"""
                  r"""|\s*[\r\n]|\s+(?!\S)|\s+""")
-END_OF_TEXT = "<|endoftext|>"
-SPECIAL_TOKENS = (END_OF_TEXT, "<|pad|>", "<|bos|>", "<|user_start|>", "<|user_end|>",
-                  "<|assistant_start|>", "<|assistant_end|>", "<|reserved_0|>")
 MIN_VOCAB = 256 + len(SPECIAL_TOKENS)
 
 
