@@ -1,4 +1,5 @@
-"""`scratchlm ui`: a local Prefect server (API and UI), its database SQLite under PREFECT_HOME."""
+"""`scratchlm ui`: a local Prefect server (API and UI), its database SQLite under PREFECT_HOME unless a
+PostgreSQL connection URL is set (docs/orchestration.md)."""
 from __future__ import annotations
 
 import os
@@ -72,6 +73,15 @@ def _exit_on_sigterm(signum, frame):
     raise KeyboardInterrupt
 
 
+def database_description(prefect_home: Path) -> str:
+    """Where the server keeps its state: the connection URL a user set (password hidden), else SQLite."""
+    url = os.environ.get("PREFECT_SERVER_DATABASE_CONNECTION_URL") or os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL")
+    if not url or url.startswith("sqlite"):
+        return f"SQLite under {prefect_home}"
+    scheme, _, rest = url.partition("://")
+    return f"{scheme.split('+')[0]} at {rest.rsplit('@', 1)[-1]}"
+
+
 def run_ui(host: str, port: int, home: str | None) -> int:
     prefect_home = Path(home or os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").resolve()
     signal.signal(signal.SIGTERM, _exit_on_sigterm)  # `kill` stops the server too, not only Ctrl-C
@@ -81,7 +91,7 @@ def run_ui(host: str, port: int, home: str | None) -> int:
         wait_healthy(api, process=process)
         browser_api = os.environ.get("PREFECT_SERVER_UI_API_URL") or os.environ.get("PREFECT_UI_API_URL") or api
         print(f"Prefect UI: {api.removesuffix('/api')}  (it calls the API at {browser_api}; "
-              f"database: SQLite under {prefect_home})\n"
+              f"database: {database_description(prefect_home)})\n"
               + (f"Browsers on other machines: set PREFECT_SERVER_UI_API_URL=http://<this machine>:{port}/api "
                  f"before `scratchlm ui`.\n" if browser_api != f"http://{host}:{port}/api" and browser_api == api else "")
               + f"Register and run the deployments from another shell:\n"

@@ -149,3 +149,14 @@ def test_ui_server_env_points_the_ui_at_its_own_port_unless_the_user_chose(monke
     assert server_env(None, "::1", 4311)["PREFECT_SERVER_UI_API_URL"] == "http://[::1]:4311/api"
     monkeypatch.setenv("PREFECT_UI_API_URL", "https://prefect.example.org/api")  # behind a proxy: theirs wins
     assert "PREFECT_SERVER_UI_API_URL" not in server_env(None, "127.0.0.1", 4311)
+
+
+def test_ui_names_the_database_it_really_uses(monkeypatch, tmp_path):
+    from flows.ui import database_description
+
+    for name in ("PREFECT_SERVER_DATABASE_CONNECTION_URL", "PREFECT_API_DATABASE_CONNECTION_URL"):
+        monkeypatch.delenv(name, raising=False)
+    assert database_description(tmp_path) == f"SQLite under {tmp_path}"
+    monkeypatch.setenv("PREFECT_API_DATABASE_CONNECTION_URL", "postgresql+asyncpg://prefect:s3cret@db.local:5432/prefect")
+    described = database_description(tmp_path)
+    assert described == "postgresql at db.local:5432/prefect" and "s3cret" not in described
