@@ -30,6 +30,7 @@ from typing import Sequence
 from pipeline.errors import StageError, check_range
 from pipeline.knobs import knob
 from pipeline.stage import GlobalStage
+from pipeline.stages.model_inputs import checkpoint_files
 
 TRAINABLE = ("last-block", "all", "lora")
 
@@ -79,21 +80,7 @@ class ClassifyConfig:
 # ----------------------------------------------------------------------------- inputs and references
 
 def model_input_files(inputs: Sequence, stage: str) -> list[Path]:
-    """`--input` is one pretrain/sft artifact or checkpoint folder: its weights, config and tokenizer."""
-    from model.checkpoint import MODEL_FILES, CheckpointError, latest_checkpoint
-
-    if len(inputs) != 1:
-        raise StageError(f"{stage} takes one pretrain or sft artifact (or checkpoint folder), got {len(inputs)} inputs")
-    path = Path(inputs[0])
-    if not path.exists():
-        raise StageError(f"{path}: no such file or folder")
-    try:
-        folder = latest_checkpoint(path, MODEL_FILES)
-    except CheckpointError as exc:
-        raise StageError(str(exc)) from None
-    if not (folder / "tokenizer.json").is_file():
-        raise StageError(f"{folder}: no tokenizer.json beside the weights")
-    return [folder / name for name in MODEL_FILES] + [folder / "tokenizer.json"]
+    return checkpoint_files(inputs, stage)
 
 
 def classify_input_files(inputs: Sequence) -> list[Path]:

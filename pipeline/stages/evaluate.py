@@ -31,6 +31,7 @@ from model.benchmarks import FORMATS, BenchmarkError
 from pipeline.errors import StageError, check_range
 from pipeline.knobs import knob
 from pipeline.stage import GlobalStage
+from pipeline.stages.model_inputs import checkpoint_files
 
 TASK_FILE = "continuation-task.jsonl"  # the crawl-made task, inside the evaluate artifact
 MIN_TASK_ITEMS = 20  # below this the crawl-made task's accuracy is noise (stderr > 0.09)
@@ -85,22 +86,7 @@ class EvaluateConfig:
 # ----------------------------------------------------------------------------- inputs and references
 
 def checkpoint_input_files(inputs: Sequence) -> list[Path]:
-    """`--input` is one pretrain artifact or checkpoint folder: its weights, config and tokenizer."""
-    from model.checkpoint import MODEL_FILES, CheckpointError, latest_checkpoint
-
-    if len(inputs) != 1:
-        raise StageError(f"evaluate takes one pretrain artifact or checkpoint folder, got {len(inputs)} inputs")
-    path = Path(inputs[0])
-    if not path.exists():
-        raise StageError(f"{path}: no such file or folder")
-    try:
-        folder = latest_checkpoint(path, MODEL_FILES)
-    except CheckpointError as exc:
-        raise StageError(str(exc)) from None
-    files = [folder / name for name in MODEL_FILES]
-    if not (folder / "tokenizer.json").is_file():
-        raise StageError(f"{folder}: no tokenizer.json beside the weights")
-    return files + [folder / "tokenizer.json"]
+    return checkpoint_files(inputs, "evaluate")  # module level: stages are pickled
 
 
 def token_files(tokens: str) -> list[Path]:

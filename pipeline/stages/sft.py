@@ -19,27 +19,14 @@ from typing import Sequence
 from model.sft_config import SFTConfig
 from pipeline.errors import StageError
 from pipeline.stage import GlobalStage
+from pipeline.stages.model_inputs import checkpoint_files
 
 SIDE_FILES = ("model.safetensors", "config.json", "tokenizer.json", "metrics.jsonl", "loss.png")
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 def model_input_files(inputs: Sequence) -> list[Path]:
-    """`--input` is one pretrain/sft artifact or checkpoint folder: its weights, config and tokenizer."""
-    from model.checkpoint import MODEL_FILES, CheckpointError, latest_checkpoint
-
-    if len(inputs) != 1:
-        raise StageError(f"sft takes one pretrain or sft artifact (or checkpoint folder), got {len(inputs)} inputs")
-    path = Path(inputs[0])
-    if not path.exists():
-        raise StageError(f"{path}: no such file or folder")
-    try:
-        folder = latest_checkpoint(path, MODEL_FILES)
-    except CheckpointError as exc:
-        raise StageError(f"{exc} (sft reads a pretrain or sft artifact)") from None
-    if not (folder / "tokenizer.json").is_file():
-        raise StageError(f"{folder}: no tokenizer.json beside the weights")
-    return [folder / name for name in MODEL_FILES] + [folder / "tokenizer.json"]
+    return checkpoint_files(inputs, "sft")  # module level: stages are pickled
 
 
 def data_references(config: SFTConfig) -> list[Path]:
