@@ -17,7 +17,7 @@ try:  # typer >= 0.26 carries its own copy of click; its exceptions are that cop
 except ImportError:  # pragma: no cover - older typer on plain click
     from click import exceptions as click_exceptions
 
-from pipeline.errors import ConfigError, StageError, as_config_error, build_checked, check_config, check_range
+from pipeline.errors import ConfigError, StageError, as_config_error, build_checked, check_config
 from pipeline.knobs import help_of
 
 

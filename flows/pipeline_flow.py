@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from prefect.futures import wait
 
 from flows.forms import parameter_name, run_parameter, stage_parameters, with_signature
 from flows.tasks import shard_task_for, stage_input_files, stage_task_for
-from pipeline.stages import DATA_STAGES, STAGE_MODULES, get_stage
+from pipeline.stages import STAGE_MODULES, get_stage
 from storage.store import default_root, write_json_atomic
 
 SAMPLE_CRAWL = str(Path(__file__).resolve().parent.parent / "data" / "sample-crawl")

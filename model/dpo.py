@@ -30,8 +30,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from model.special_tokens import PAD_TOKEN
-
 
 class DPOError(ValueError):
     """A data file or setting DPO cannot use; one line naming the file and what is wrong."""

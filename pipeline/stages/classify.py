@@ -30,7 +30,7 @@ from typing import Sequence
 from pipeline.errors import StageError, check_range
 from pipeline.knobs import knob
 from pipeline.stage import GlobalStage
-from pipeline.stages.model_inputs import checkpoint_files
+from pipeline.stages.model_inputs import checkpoint_files, load_input_model
 
 TRAINABLE = ("last-block", "all", "lora")
 
@@ -124,9 +124,7 @@ def held_out(text: str, fraction: float) -> bool:
 
 def run_classify(files: list[Path], config: ClassifyConfig, out_dir: Path, against=()):
     import torch
-    from tokenizers import Tokenizer
 
-    from model.checkpoint import CheckpointError, load_model
     from model.classify import (ClassifyError, ClassifyTrainConfig, classification_report, encode_texts, predict,
                                 save_classifier, train_classifier)
     from model.lora import LoRAError, merge_lora, save_peft_adapter
@@ -134,12 +132,7 @@ def run_classify(files: list[Path], config: ClassifyConfig, out_dir: Path, again
     if config.cpu_threads > 0:
         torch.set_num_threads(config.cpu_threads)
     folder = files[0].parent
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
-    try:
-        model, tokenizer_path, meta = load_model(folder, device)
-    except CheckpointError as exc:
-        raise StageError(str(exc)) from None
-    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    model, tokenizer, tokenizer_path, meta = load_input_model(files, config.device)
     examples = read_examples(config.data)
     if config.eval_data:
         train, evaluation = examples, read_examples(config.eval_data)

@@ -27,6 +27,7 @@ from pipeline.errors import StageError, check_range
 from pipeline.knobs import knob
 from pipeline.stage import GlobalStage
 from pipeline.stages.classify import model_input_files, plot_metrics
+from pipeline.stages.model_inputs import load_input_model
 
 DEFAULT_LR = {"full": 5e-6, "lora": 5e-5}  # adapters start at zero and take larger steps (the usual ~10x)
 
@@ -115,23 +116,17 @@ def run_dpo(files: list[Path], config: DPOConfig, out_dir: Path, against=()):
     import pyarrow as pa
     import pyarrow.parquet as pq
     import torch
-    from tokenizers import Tokenizer
 
     from model.chat import ChatError
-    from model.checkpoint import CheckpointError, load_model
-    from model.dpo import (PAD_TOKEN, DPOError, DPOTrainConfig, encode_pairs, metrics_from_logps, preference_metrics,
+    from model.dpo import (DPOError, DPOTrainConfig, encode_pairs, metrics_from_logps, preference_metrics,
                            reference_logps, train_dpo)
+    from model.special_tokens import PAD_TOKEN
     from model.lora import apply_lora, merge_lora, save_peft_adapter
 
     if config.cpu_threads > 0:
         torch.set_num_threads(config.cpu_threads)
     folder = files[0].parent
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
-    try:
-        model, tokenizer_path, meta = load_model(folder, device)
-    except CheckpointError as exc:
-        raise StageError(str(exc)) from None
-    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    model, tokenizer, tokenizer_path, meta = load_input_model(files, config.device)
     pad_id = tokenizer.token_to_id(PAD_TOKEN) or 0  # any id: padded positions are never scored
     train_records, val_records = split_records(read_pairs(config.data), config.val_fraction)
     max_len = min(config.max_len or model.config.block_size, model.config.block_size)

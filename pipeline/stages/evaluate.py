@@ -31,7 +31,7 @@ from model.benchmarks import FORMATS, BenchmarkError
 from pipeline.errors import StageError, check_range
 from pipeline.knobs import knob
 from pipeline.stage import GlobalStage
-from pipeline.stages.model_inputs import checkpoint_files
+from pipeline.stages.model_inputs import checkpoint_files, load_input_model
 
 TASK_FILE = "continuation-task.jsonl"  # the crawl-made task, inside the evaluate artifact
 MIN_TASK_ITEMS = 20  # below this the crawl-made task's accuracy is noise (stderr > 0.09)
@@ -159,19 +159,8 @@ def trained_on(meta: dict) -> list[Path]:
 
 # ------------------------------------------------------------------------------------------- run
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 def run_evaluate(files: list[Path], config: EvaluateConfig, out_dir: Path, against=()):
-    from tokenizers import Tokenizer
-
     from model.benchmarks import read_benchmark
-    from model.checkpoint import CheckpointError, load_model
     from model.evaluate import evaluate_held_out, score_benchmark
     from model.generate import generate_text
 
@@ -185,11 +174,7 @@ def run_evaluate(files: list[Path], config: EvaluateConfig, out_dir: Path, again
         raise StageError(str(exc)) from None
     held_out_texts = read_held_out(config.held_out, config.max_held_out_docs) if config.held_out else None
     folder = files[0].parent
-    try:
-        model, tokenizer_path, meta = load_model(folder, _device(config.device))
-    except CheckpointError as exc:
-        raise StageError(str(exc)) from None
-    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    model, tokenizer, tokenizer_path, meta = load_input_model(files, config.device)
     data = token_files(config.tokens) if config.tokens else trained_on(meta)
     if data and (data[0].parent / "tokenizer.json").is_file() and \
             (data[0].parent / "tokenizer.json").read_bytes() != Path(tokenizer_path).read_bytes():

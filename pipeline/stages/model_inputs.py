@@ -23,3 +23,20 @@ def checkpoint_files(inputs: Sequence, stage: str) -> list[Path]:
     if not (folder / "tokenizer.json").is_file():
         raise StageError(f"{folder}: no tokenizer.json beside the weights")
     return [folder / name for name in MODEL_FILES] + [folder / "tokenizer.json"]
+
+
+def load_input_model(files: Sequence[Path], device: str = "auto"):
+    """The model of `checkpoint_files`' folder on `device` ("auto": CUDA when there is one), with its
+    tokenizer: (model, tokenizer, tokenizer_path, meta). A broken checkpoint is one StageError line."""
+    import torch
+    from tokenizers import Tokenizer
+
+    from model.checkpoint import CheckpointError, load_model
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        model, tokenizer_path, meta = load_model(Path(files[0]).parent, device)
+    except CheckpointError as exc:
+        raise StageError(str(exc)) from None
+    return model, Tokenizer.from_file(str(tokenizer_path)), tokenizer_path, meta
