@@ -18,7 +18,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import uuid
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -81,6 +83,22 @@ def load_optimizer_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, 
         restored = {k: (tuple(v) if k == "betas" else v) for k, v in group.items() if k != "n_params"}
         saved_groups.append(restored | {"params": current["params"]})
     optimizer.load_state_dict({"state": state, "param_groups": saved_groups})
+
+
+@contextmanager
+def replace_folder(output: Path):
+    """Yield a temp folder beside `output`; on success it replaces `output` whole, on any error it is
+    removed. A reader never sees a half-written folder under the final name."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        yield tmp
+        if output.exists():
+            shutil.rmtree(output)
+        os.replace(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def write_json_atomic(path: Path, data) -> None:

@@ -20,9 +20,7 @@ beside an HF export of its base model.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -30,6 +28,7 @@ from safetensors.torch import save_file
 
 from model.chat import ASSISTANT_END, CHAT_MARKERS, CHAT_TEMPLATE
 from model.special_tokens import EOT_TOKEN, PAD_TOKEN
+from model.checkpoint import replace_folder
 
 
 class ExportError(ValueError):
@@ -113,9 +112,7 @@ def export_hf(model, tokenizer_path: str | Path, output: str | Path, dtype: str 
                           f"vocab_size={model.config.vocab_size}")
     config = llama_config(model.config, eot_id, pad_id, dtype)
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
+    with replace_folder(output) as tmp:
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         save_file(hf_state_dict(model, torch_dtype), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         shutil.copyfile(tokenizer_path, tmp / "tokenizer.json")
@@ -143,12 +140,6 @@ def export_hf(model, tokenizer_path: str | Path, output: str | Path, dtype: str 
         generation = {"bos_token_id": eot_id, "eos_token_id": stop_ids if len(stop_ids) > 1 else eot_id,
                       "pad_token_id": pad_id, "do_sample": True, "temperature": 0.8, "top_k": 50, "max_new_tokens": 128}
         (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return output
 
 
@@ -174,18 +165,10 @@ def export_peft(artifact: str | Path, output: str | Path, overwrite: bool = Fals
         model, tokenizer_path, _ = load_model(base or "", "cpu")
     except CheckpointError as exc:
         raise ExportError(f"{artifact}: its base model {base} cannot be loaded ({exc})") from None
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
+    with replace_folder(output) as tmp:
         export_hf(model, tokenizer_path, tmp / "base")
         config = json.loads(adapter.read_text())
         config["base_model_name_or_path"] = str((output / "base").resolve())
         (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
         shutil.copyfile(artifact / "adapter_model.safetensors", tmp / "adapter_model.safetensors")
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return output

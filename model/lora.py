@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from model.checkpoint import replace_folder
 
 # Short names accepted for the Llama projections a block has (PEFT's target_modules use the long ones).
 TARGETS = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj",
@@ -221,18 +219,10 @@ def save_peft_adapter(model: nn.Module, out_dir: str | Path, base_model_name_or_
                         for k, v in extra_tensors.items()})
         modules_to_save = sorted({k.rsplit(".", 1)[0] for k in extra_tensors})
     config = peft_config(model, base_model_name_or_path, task_type, modules_to_save)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with replace_folder(out_dir) as tmp:
         (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
         save_file({k: v.float() for k, v in tensors.items()}, str(tmp / "adapter_model.safetensors"),
                   metadata={"format": "pt"})
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

@@ -96,3 +96,21 @@ def test_export_command(tokenizer_path, tmp_path):
         "error: qk_norm=True (RMSNorm on queries and keys) has no Llama equivalent; "
         "this model cannot be exported to the Hugging Face Llama format"]
     assert not (tmp_path / "qk-hf").exists()
+
+
+def test_replace_folder_swaps_whole_or_leaves_the_old_folder(tmp_path):
+    from model.checkpoint import replace_folder
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with replace_folder(out) as tmp:
+            (tmp / "new.txt").write_text("half")
+            raise RuntimeError("crash mid-write")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temp folder left
+    assert [p.name for p in out.iterdir()] == ["old.txt"]
+    with replace_folder(out) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert [p.name for p in out.iterdir()] == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
